@@ -1,0 +1,60 @@
+# One command each (README): make run | make test. Everything else is a building block.
+SHELL := /bin/bash
+PY_BOOT ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv up down status logs test test-unit lint run worker bench schemas clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)  ## create .venv and install the project with its dev extras
+
+up: venv  ## start Kafka and FerretDB on 127.0.0.1 (idempotent; builds/fetches on first use)
+	@bash ops/kafka.sh start
+	@bash ops/ferretdb.sh start
+
+down:  ## stop the demo workers, Kafka and FerretDB (by pid; safe to call twice)
+	@bash ops/demo.sh stop
+	@bash ops/ferretdb.sh stop
+	@bash ops/kafka.sh stop
+
+status:  ## show what is running
+	-@bash ops/kafka.sh status
+	-@bash ops/ferretdb.sh status
+
+logs:  ## tail the service logs
+	-@bash ops/kafka.sh logs 40
+	-@bash ops/ferretdb.sh logs 40
+
+test: up  ## the test suite, unit and integration, against the real services
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: venv  ## pure tests only (no services)
+	$(PY) -m pytest -m 'not integration' $(PYTEST_ARGS)
+
+lint: venv  ## ruff + mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+run: up  ## the demo: services, workers and a small feed of real files (ops/demo.sh)
+	@bash ops/demo.sh run
+
+bench: up  ## benchmarks (not part of make test); writes bench/RESULTS.md
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m bench.run
+
+schemas: venv  ## regenerate schemas/json from the models
+	$(PY) -m schemas.export
+
+clean: down  ## stop everything and delete run/ (topics, databases, logs)
+	rm -rf run

@@ -1,0 +1,407 @@
+"""Versioned message contracts for every topic (DESIGN.md §1-7).
+
+Each message carries ``schema`` = ``scheduler.<name>@<version>``; decoders dispatch on it and refuse any
+version they do not know. Models are frozen and forbid unknown fields, so a producer's typo is an error at
+the edge, not a silent drop. Timestamps are aware UTC datetimes and serialise as ``YYYY-MM-DDTHH:MM:SSZ``.
+Numbers that end up in signed payloads are integers or strings (CVSS scores travel as strings).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+
+from schemas.canonical import format_time
+
+
+def _to_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamp needs a time zone (use Z for UTC)")
+    return value.astimezone(UTC).replace(microsecond=0)
+
+
+Timestamp = Annotated[datetime, AfterValidator(_to_utc), PlainSerializer(format_time, return_type=str)]
+
+Severity = Literal["critical", "high", "medium", "low", "none", "unknown"]
+PriorityClass = Literal["emergency", "high", "normal", "background"]
+JobKind = Literal["reevaluate", "rescan"]
+VexStatus = Literal["not_affected", "affected", "fixed", "under_investigation"]
+ImpactSource = Literal["advisory", "vex", "policy", "recheck", "runtime", "inventory"]
+
+SEVERITY_RANK: dict[str, int] = {"none": 0, "unknown": 1, "low": 2, "medium": 3, "high": 4, "critical": 5}
+PRIORITY_RANK: dict[str, int] = {"background": 0, "normal": 1, "high": 2, "emergency": 3}
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# ---------------------------------------------------------------- inputs
+
+
+class Component(Model):
+    purl: str
+    package: str = Field(description="package key: normalised purl type/namespace/name")
+    version: str | None = None
+
+
+class Inventory(Model):
+    """An image's component list. Kafka key ``tenant/digest``; a null value (tombstone) removes it."""
+
+    schema_id: Literal["scheduler.inventory@1"] = Field("scheduler.inventory@1", alias="schema")
+    tenant: str
+    image_digest: str
+    repository: str = ""
+    tags: list[str] = []
+    namespaces: list[str] = []
+    labels: dict[str, str] = {}
+    components: list[Component]
+    observed_at: Timestamp
+    source: str = Field("", description="the SBOM document this came from (name or URN)")
+
+
+class RangeEvent(Model):
+    introduced: str | None = None
+    fixed: str | None = None
+    last_affected: str | None = None
+    limit: str | None = None
+
+
+class AffectedRange(Model):
+    type: Literal["ECOSYSTEM", "SEMVER", "GIT"]
+    events: list[RangeEvent]
+
+
+class AffectedPackage(Model):
+    package: str = Field(description="package key: normalised purl type/namespace/name")
+    ecosystem: str
+    name: str
+    ranges: list[AffectedRange] = []
+    versions: list[str] = []
+
+
+class AdvisoryDelta(Model):
+    """An OSV record as the scheduler needs it. Kafka key: advisory id."""
+
+    schema_id: Literal["scheduler.advisory@1"] = Field("scheduler.advisory@1", alias="schema")
+    id: str
+    aliases: list[str] = []
+    modified: Timestamp
+    published: Timestamp | None = None
+    withdrawn: Timestamp | None = None
+    summary: str = ""
+    severity: Severity = "unknown"
+    cvss: str | None = Field(None, description="CVSS vector or score, as text")
+    kev: bool = False
+    rescan: bool = Field(False, description="the delta asks for a content refresh, not only re-evaluation")
+    affected: list[AffectedPackage] = []
+
+
+class VexProduct(Model):
+    purl: str | None = None
+    package: str | None = None
+    version: str | None = None
+    image_digest: str | None = None
+
+
+class VexStatement(Model):
+    """One VEX statement (one vulnerability, its products, one status). Kafka key: vulnerability id."""
+
+    schema_id: Literal["scheduler.vex@1"] = Field("scheduler.vex@1", alias="schema")
+    document_id: str
+    statement_id: str
+    vulnerability: str
+    aliases: list[str] = []
+    products: list[VexProduct]
+    status: VexStatus
+    justification: str | None = None
+    timestamp: Timestamp
+    tenant: str | None = Field(None, description="None: applies to every tenant")
+    format: Literal["openvex", "cyclonedx", "csaf"] = "openvex"
+
+
+class Selector(Model):
+    """Which of a tenant's images something applies to. Empty lists mean 'no constraint'."""
+
+    all: bool = False
+    namespaces: list[str] = []
+    repositories: list[str] = []
+    digests: list[str] = []
+    labels: dict[str, str] = {}
+
+
+class PolicyRules(Model):
+    """The reference evaluator's policy: fail on severity >= threshold, on KEV, minus allow-listed ids."""
+
+    severity_threshold: Severity = "high"
+    fail_on_kev: bool = True
+    allow_ids: list[str] = []
+
+
+class PolicyChange(Model):
+    """Activation of a policy revision for a tenant. Kafka key: tenant."""
+
+    schema_id: Literal["scheduler.policy@1"] = Field("scheduler.policy@1", alias="schema")
+    tenant: str
+    policy_id: str
+    revision: int
+    activated_at: Timestamp
+    selector: Selector = Selector(all=True)
+    rules: PolicyRules = PolicyRules()
+
+
+class Recheck(Model):
+    """A policy-triggered or manual recheck request. Kafka key: tenant."""
+
+    schema_id: Literal["scheduler.recheck@1"] = Field("scheduler.recheck@1", alias="schema")
+    tenant: str
+    recheck_id: str
+    requested_at: Timestamp
+    selector: Selector
+    reason: str = ""
+    kind: JobKind = "reevaluate"
+    priority: PriorityClass | None = None
+    retry_of: str | None = Field(None, description="run id this recheck retries")
+
+
+class RuntimeEvent(Model):
+    """An image started or stopped running somewhere. Kafka key: image digest."""
+
+    schema_id: Literal["scheduler.runtime@1"] = Field("scheduler.runtime@1", alias="schema")
+    tenant: str
+    image_digest: str
+    cluster: str
+    namespace: str
+    state: Literal["running", "stopped"]
+    observed_at: Timestamp
+
+
+# ---------------------------------------------------------------- internal
+
+
+class Reason(Model):
+    source: ImpactSource
+    id: str
+    modified: Timestamp | None = None
+    detail: str = ""
+
+
+class Impact(Model):
+    """One image touched by one delta. Kafka key: tenant."""
+
+    schema_id: Literal["scheduler.impact@1"] = Field("scheduler.impact@1", alias="schema")
+    tenant: str
+    image_digest: str
+    event_time: Timestamp
+    reasons: list[Reason]
+    severity: Severity = "unknown"
+    kev: bool = False
+    running: bool = False
+    kind: JobKind = "reevaluate"
+    priority: PriorityClass | None = Field(None, description="forced class (rechecks); else derived")
+    policy_revision: int | None = None
+
+
+class AdvisoryInput(Model):
+    id: str
+    modified: Timestamp
+
+
+class JobInputs(Model):
+    advisories: list[AdvisoryInput] = []
+    vex: list[str] = []
+    policy_revision: int | None = None
+
+
+class JobCommand(Model):
+    """A deterministic unit of work. Kafka key: image digest."""
+
+    schema_id: Literal["scheduler.job-command@1"] = Field("scheduler.job-command@1", alias="schema")
+    job_id: str
+    run_id: str
+    tenant: str
+    image_digest: str
+    kind: JobKind
+    priority: PriorityClass
+    window_start: Timestamp
+    window_end: Timestamp
+    deadline: Timestamp
+    reasons: list[Reason]
+    inputs: JobInputs
+    retry_of: str | None = None
+
+
+class Finding(Model):
+    id: str
+    package: str
+    version: str | None = None
+    severity: Severity
+    kev: bool = False
+    aliases: list[str] = []
+
+
+class FindingChange(Model):
+    id: str
+    package: str
+    before: Severity
+    after: Severity
+
+
+class FindingsDelta(Model):
+    status: Literal["changed", "no_change"]
+    added: list[Finding] = []
+    removed: list[Finding] = []
+    changed: list[FindingChange] = []
+
+
+class SeverityCounts(Model):
+    critical: int = 0
+    high: int = 0
+    medium: int = 0
+    low: int = 0
+    unknown: int = 0
+
+
+class Attempt(Model):
+    attempt: int
+    at: Timestamp
+    outcome: Literal["ok", "transient", "permanent", "timeout"]
+    error: str = ""
+
+
+class JobResult(Model):
+    """Outcome of a job. Kafka key: image digest."""
+
+    schema_id: Literal["scheduler.job-result@1"] = Field("scheduler.job-result@1", alias="schema")
+    job_id: str
+    run_id: str
+    tenant: str
+    image_digest: str
+    priority: PriorityClass
+    status: Literal["completed", "failed", "skipped"]
+    finished_at: Timestamp
+    attempts: list[Attempt] = []
+    findings: list[Finding] = []
+    verdict: Literal["pass", "fail", "unknown"] = "unknown"
+    previous_verdict: Literal["pass", "fail", "unknown"] = "unknown"
+    delta: FindingsDelta = FindingsDelta(status="no_change")
+    counts: SeverityCounts = SeverityCounts()
+    kev_hits: int = 0
+    inputs: JobInputs = JobInputs()
+    error: str = ""
+    sla_breached: bool = False
+
+
+class DeltaSummary(Model):
+    images: int = 0
+    changed: int = 0
+    no_change: int = 0
+    failed: int = 0
+    added: int = 0
+    removed: int = 0
+    severity_changed: int = 0
+    new_critical: int = 0
+    new_high: int = 0
+    kev_hits: int = 0
+    verdict_to_fail: int = 0
+    verdict_to_pass: int = 0
+    new_findings: list[str] = Field([], description="ids of findings added in any image, sorted")
+
+
+RunState = Literal["planning", "queued", "running", "completed", "cancelled", "error"]
+
+
+class RunEvent(Model):
+    """A run's state after a change. Kafka key: run id."""
+
+    schema_id: Literal["scheduler.run-event@1"] = Field("scheduler.run-event@1", alias="schema")
+    run_id: str
+    tenant: str
+    state: RunState
+    at: Timestamp
+    jobs_total: int = 0
+    jobs_done: int = 0
+    jobs_failed: int = 0
+    jobs_skipped: int = 0
+    summary: DeltaSummary = DeltaSummary()
+    retry_of: str | None = None
+
+
+class SlaBreach(Model):
+    schema_id: Literal["scheduler.sla-breach@1"] = Field("scheduler.sla-breach@1", alias="schema")
+    job_id: str
+    run_id: str
+    tenant: str
+    image_digest: str
+    priority: PriorityClass
+    deadline: Timestamp
+    at: Timestamp
+    reason: str
+    attempts: list[Attempt] = []
+
+
+class DeadLetter(Model):
+    """A message the scheduler could not use, with everything needed to replay it. Key: source topic."""
+
+    schema_id: Literal["scheduler.dead-letter@1"] = Field("scheduler.dead-letter@1", alias="schema")
+    source_topic: str
+    partition: int
+    offset: int
+    key_b64: str | None = None
+    value_b64: str | None = None
+    expected_schema: str = ""
+    reason: str = Field(description="short code: decode, validate, oversized, schema-unknown, job-failed")
+    error: str
+    at: Timestamp
+    job: JobCommand | None = None
+    attempts: list[Attempt] = []
+
+
+class Signature(Model):
+    keyid: str
+    sig: str
+
+
+class SignedEnvelope(Model):
+    """DSSE envelope (DESIGN.md §7). Kafka key: ``tenant/subject``."""
+
+    payloadType: str  # noqa: N815 - field names are the DSSE spec's
+    payload: str
+    signatures: list[Signature]
+
+
+SOURCE_MODELS: dict[str, type[Model]] = {
+    "inventory": Inventory,
+    "advisories": AdvisoryDelta,
+    "vex": VexStatement,
+    "policy": PolicyChange,
+    "rechecks": Recheck,
+    "runtime": RuntimeEvent,
+}
+
+ALL_MODELS: list[type[BaseModel]] = [
+    Inventory,
+    AdvisoryDelta,
+    VexStatement,
+    PolicyChange,
+    Recheck,
+    RuntimeEvent,
+    Impact,
+    JobCommand,
+    JobResult,
+    RunEvent,
+    SlaBreach,
+    DeadLetter,
+    SignedEnvelope,
+]
+
+
+def schema_id_of(model: type[BaseModel]) -> str:
+    field = model.model_fields.get("schema_id")
+    if field is None:
+        return "dsse.envelope@1"
+    default = field.default
+    assert isinstance(default, str)
+    return default
