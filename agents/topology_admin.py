@@ -34,8 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=None, help="partitions per topic (default 6)")
     args = parser.parse_args(argv)
     created = asyncio.run(ensure_topics(args.bootstrap, topics(args.prefix, args.partitions)))
-    print(f"[ops] topics: {len(created)} created, {len(topics(args.prefix)) - len(created)} already there",
-          file=sys.stderr)
+    print(
+        f"[ops] topics: {len(created)} created, {len(topics(args.prefix)) - len(created)} already there",
+        file=sys.stderr,
+    )
     return 0
 
 

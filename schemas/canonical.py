@@ -34,7 +34,8 @@ def parse_time(text: str) -> datetime:
 
 def _normalise(value: Any, *, allow_floats: bool, path: str) -> Any:
     if isinstance(value, BaseModel):
-        return _normalise(value.model_dump(mode="python", by_alias=True), allow_floats=allow_floats, path=path)
+        dumped = value.model_dump(mode="python", by_alias=True)
+        return _normalise(dumped, allow_floats=allow_floats, path=path)
     if isinstance(value, dict):
         return {
             str(k): _normalise(v, allow_floats=allow_floats, path=f"{path}.{k}") for k, v in value.items()

@@ -72,6 +72,7 @@ class RangeEvent(Model):
 class AffectedRange(Model):
     type: Literal["ECOSYSTEM", "SEMVER", "GIT"]
     events: list[RangeEvent]
+    repo: str | None = Field(None, description="GIT ranges: the repository the commit hashes belong to")
 
 
 class AffectedPackage(Model):
@@ -202,6 +203,9 @@ class Impact(Model):
     kind: JobKind = "reevaluate"
     priority: PriorityClass | None = Field(None, description="forced class (rechecks); else derived")
     policy_revision: int | None = None
+    inventory_observed_at: Timestamp | None = Field(
+        default=None, description="when the image's inventory was taken, if known: old ones ask for a rescan"
+    )
 
 
 class AdvisoryInput(Model):
@@ -269,6 +273,9 @@ class Attempt(Model):
     at: Timestamp
     outcome: Literal["ok", "transient", "permanent", "timeout"]
     error: str = ""
+    retry_after_s: int | None = Field(
+        default=None, description="server's Retry-After hint (429), whole seconds; a floor for the next retry"
+    )
 
 
 class JobResult(Model):
@@ -307,7 +314,7 @@ class DeltaSummary(Model):
     kev_hits: int = 0
     verdict_to_fail: int = 0
     verdict_to_pass: int = 0
-    new_findings: list[str] = Field([], description="ids of findings added in any image, sorted")
+    new_findings: list[str] = Field(default=[], description="ids of findings added in any image, sorted")
 
 
 RunState = Literal["planning", "queued", "running", "completed", "cancelled", "error"]
@@ -359,6 +366,22 @@ class DeadLetter(Model):
     attempts: list[Attempt] = []
 
 
+class CursorUpdate(Model):
+    """How far a source feed has been folded (advisories, VEX, policy, ...). Kafka key: source name.
+
+    ``partition``/``offset`` name the source-topic position the cursor reached, which can differ from the
+    position of this message itself on its own topic.
+    """
+
+    schema_id: Literal["scheduler.cursor@1"] = Field("scheduler.cursor@1", alias="schema")
+    source: str
+    last_id: str = ""
+    modified: Timestamp | None = None
+    partition: int | None = None
+    offset: int | None = None
+    at: Timestamp | None = None
+
+
 class Signature(Model):
     keyid: str
     sig: str
@@ -367,7 +390,7 @@ class Signature(Model):
 class SignedEnvelope(Model):
     """DSSE envelope (DESIGN.md §7). Kafka key: ``tenant/subject``."""
 
-    payloadType: str  # noqa: N815 - field names are the DSSE spec's
+    payloadType: str  # field names are the DSSE spec's
     payload: str
     signatures: list[Signature]
 
@@ -394,6 +417,7 @@ ALL_MODELS: list[type[BaseModel]] = [
     RunEvent,
     SlaBreach,
     DeadLetter,
+    CursorUpdate,
     SignedEnvelope,
 ]
 

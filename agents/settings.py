@@ -1,0 +1,114 @@
+"""Every runtime setting in one place, read from the environment (README, "Configuration").
+
+The faust settings that decide how fast a restarted or killed worker is replaced (session timeout,
+heartbeat, rebalance delay) live here too, so tests and production agree on them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise SystemExit(f"configuration error: {name}={raw!r} is not an integer") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    mongo_url: str = "mongodb://127.0.0.1:27017/"
+    mongo_db: str = "stella_sched"
+    topic_prefix: str = ""
+    app_id: str = "stella-sched"
+    partitions: int = 6
+    store: str = "memory://"
+    data_dir: str = "run/worker"
+    window_seconds: int = 30
+    grace_seconds: int = 5
+    idle_flush_seconds: int = 10
+    max_message_bytes: int = 1_048_576
+    web_port: int = 6066
+    signing_key: str = ""
+    public_keys: str = ""
+    executor: str = "reference"
+    executor_url: str = ""
+    executor_timeout_seconds: int = 30
+    log_level: str = "INFO"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "kafka_bootstrap": _env("KAFKA_BOOTSTRAP", cls.kafka_bootstrap),
+            "mongo_url": _env("MONGO_URL", cls.mongo_url),
+            "mongo_db": _env("STELLA_MONGO_DB", cls.mongo_db),
+            "topic_prefix": _env("STELLA_TOPIC_PREFIX", cls.topic_prefix),
+            "app_id": _env("STELLA_APP_ID", cls.app_id),
+            "partitions": _int("STELLA_PARTITIONS", cls.partitions),
+            "store": _env("STELLA_STORE", cls.store),
+            "data_dir": _env("STELLA_DATA_DIR", cls.data_dir),
+            "window_seconds": _int("STELLA_WINDOW_SECONDS", cls.window_seconds),
+            "grace_seconds": _int("STELLA_GRACE_SECONDS", cls.grace_seconds),
+            "idle_flush_seconds": _int("STELLA_IDLE_FLUSH_SECONDS", cls.idle_flush_seconds),
+            "max_message_bytes": _int("STELLA_MAX_MESSAGE_BYTES", cls.max_message_bytes),
+            "web_port": _int("STELLA_WEB_PORT", cls.web_port),
+            "signing_key": _env("STELLA_SIGNING_KEY_FILE", cls.signing_key),
+            "public_keys": _env("STELLA_PUBLIC_KEYS", cls.public_keys),
+            "executor": _env("STELLA_EXECUTOR", cls.executor),
+            "executor_url": _env("STELLA_EXECUTOR_URL", cls.executor_url),
+            "executor_timeout_seconds": _int("STELLA_EXECUTOR_TIMEOUT_SECONDS", cls.executor_timeout_seconds),
+            "log_level": _env("STELLA_LOG_LEVEL", cls.log_level),
+        }
+        values.update(overrides)
+        return cls(**values)
+
+    def topic(self, logical: str) -> str:
+        """Real topic name for a logical one ('jobs' → 'demo.jobs' with prefix 'demo.')."""
+        return f"{self.topic_prefix}{logical}"
+
+    def faust_config(self) -> dict[str, Any]:
+        """Keyword arguments for faust.App. Timeouts are short so a killed worker's partitions move
+        within seconds, which the crash and scale-out tests rely on."""
+        datadir = Path(self.data_dir) / self.app_id
+        datadir.mkdir(parents=True, exist_ok=True)  # faust expects it to exist
+        return {
+            "broker": f"kafka://{self.kafka_bootstrap}",
+            "store": self.store,
+            "datadir": str(datadir),
+            "topic_partitions": self.partitions,
+            "topic_replication_factor": 1,
+            "topic_allow_declare": True,
+            "broker_session_timeout": 10.0,
+            "broker_heartbeat_interval": 1.0,
+            "broker_request_timeout": 40.0,
+            "broker_rebalance_timeout": 30.0,
+            "broker_commit_every": 100,
+            "broker_commit_interval": 1.0,
+            "consumer_auto_offset_reset": "earliest",
+            "producer_acks": -1,
+            "producer_max_request_size": self.max_message_bytes * 2,
+            "table_cleanup_interval": 30.0,
+            "stream_wait_empty": False,
+            "web_enabled": self.web_port > 0,
+            "web_port": max(self.web_port, 1),
+            "web_bind": "127.0.0.1",
+            "web_in_thread": False,
+            "processing_guarantee": "at_least_once",
+        }
+
+    def public_dict(self) -> dict[str, Any]:
+        """For logs: everything but key material paths' contents (paths are fine)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}

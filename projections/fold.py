@@ -1,0 +1,476 @@
+"""Pure fold from positioned messages to read-model document updates (DESIGN.md §6).
+
+Position guard
+--------------
+Every document carries ``_pos``: a map from *source partition* (``topic:partition``) to the highest offset
+of that partition that has changed it. An update from partition P at offset o applies only if
+``_pos[P]`` is absent or ``< o``. Offsets have gaps (compaction, transaction markers, filtered messages),
+so "greater than" is the only test that is safe; "== last + 1" would wedge on the first gap.
+
+Guarding per (document, partition) rather than with one position per document is what makes several
+partitions and topics able to change one document: Kafka orders nothing across partitions, so a single
+"last position" would reject a perfectly new message from partition 1 because partition 0 happens to be at a
+higher offset. Per partition, the guard turns at-least-once redelivery (a replayed suffix) into exactly-once
+application, because Kafka keeps each partition in order.
+
+That leaves the question of what several partitions may write to the same document. The rule the fold keeps:
+
+* a path that is ``set`` (last writer wins) has exactly one owner topic, and that topic's key sends every
+  message for the document to one partition (runs by run id, jobs and images by image digest, dead letters
+  by source topic). Other topics may only ``set_on_insert`` that path: a default until the owner speaks,
+  and every non-owner that can create the document seeds the same default (or none does). Then whoever
+  comes first, the owner's last value wins, or else the common default shows;
+* values that follow from the document id (a window's tenant and start) may be set by anyone: they agree;
+* aggregates fed from many partitions (window job/image/impact counts) are maps used as sets
+  (``jobs.<job_id>``), written with idempotent ``set`` of fixed values, counted on read (``window_view``);
+* monotone values use ``max`` / ``min``, which commute.
+
+If a topic is re-partitioned (partition count changes), documents owned by it may briefly see two
+partitions; rebuild the projection after such a change.
+
+Documents hold only JSON-safe values (strings, ints, bools, lists, maps) with canonical UTC timestamp strings,
+so they sort and compare the same in MongoDB and in memory.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from schemas.canonical import dumps, format_time
+from schemas.messages import (
+    AdvisoryDelta,
+    CursorUpdate,
+    DeadLetter,
+    Impact,
+    JobCommand,
+    JobResult,
+    PolicyChange,
+    RunEvent,
+    SlaBreach,
+    VexStatement,
+)
+
+RUNS = "runs"
+JOBS = "jobs"
+IMAGES = "images"
+WINDOWS = "windows"
+CURSORS = "cursors"
+DEADLETTERS = "deadletters"
+COLLECTIONS: tuple[str, ...] = (RUNS, JOBS, IMAGES, WINDOWS, CURSORS, DEADLETTERS)
+POS = "_pos"
+TERMINAL_RUN_STATES = frozenset({"completed", "cancelled", "error"})
+# What a job document says before its result arrives. Every non-owner that may create a job document seeds
+# exactly this, so which of them came first cannot show.
+JOB_DEFAULTS: dict[str, Any] = {"status": "queued"}
+
+Document = dict[str, Any]
+State = dict[str, dict[str, Document]]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Position:
+    """Where a message sits in Kafka. Ordered by (topic, partition, offset)."""
+
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def source(self) -> str:
+        return source_key(self.topic, self.partition)
+
+
+def field_key(value: str) -> str:
+    """Make an arbitrary string usable as one MongoDB field name (no '.', no leading '$'); reversible."""
+    text = value.replace("%", "%25").replace(".", "%2E")
+    return "%24" + text[1:] if text.startswith("$") else text
+
+
+def source_key(topic: str, partition: int) -> str:
+    return f"{field_key(topic)}:{partition}"
+
+
+def _paths_conflict(paths: Sequence[str]) -> str | None:
+    seen: set[str] = set()
+    for path in paths:
+        if path in seen:
+            return repr(path)
+        seen.add(path)
+    for path in paths:
+        parts = path.split(".")
+        for i in range(1, len(parts)):
+            if ".".join(parts[:i]) in seen:
+                return f"{'.'.join(parts[:i])!r} / {path!r}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class DocUpdate:
+    """One guarded change to one document. Paths are dotted; no path may be a prefix of another."""
+
+    collection: str
+    doc_id: str
+    source: str
+    offset: int
+    set: Mapping[str, Any] = field(default_factory=dict)
+    set_on_insert: Mapping[str, Any] = field(default_factory=dict)
+    max: Mapping[str, Any] = field(default_factory=dict)
+    min: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # MongoDB refuses an update whose paths overlap; failing here keeps both stores equally strict.
+        paths = [*self.set, *self.set_on_insert, *self.max, *self.min, f"{POS}.{self.source}"]
+        conflict = _paths_conflict(paths)
+        if conflict is not None:
+            raise ValueError(f"update {self.collection}/{self.doc_id} has overlapping paths {conflict}")
+        if any(p == "_id" or p.startswith(("_id.", POS + ".")) or p == POS for p in paths[:-1]):
+            raise ValueError("updates may not write _id or _pos directly")
+
+    def insert_fields(self) -> dict[str, Any]:
+        """Dotted paths of the document this update creates when there is none."""
+        return {**self.set_on_insert, **self.set, **self.max, **self.min, f"{POS}.{self.source}": self.offset}
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    group: str
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def id(self) -> str:
+        return checkpoint_id(self.group, self.topic, self.partition)
+
+
+def checkpoint_id(group: str, topic: str, partition: int) -> str:
+    return f"{group}/{topic}/{partition}"
+
+
+# ---------------------------------------------------------------- applying (the in-memory semantics)
+
+
+def get_path(doc: Mapping[str, Any], path: str) -> Any:
+    node: Any = doc
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _has_path(doc: Mapping[str, Any], path: str) -> bool:
+    node: Any = doc
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _set_path(doc: Document, path: str, value: Any) -> None:
+    *parents, leaf = path.split(".")
+    node = doc
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[leaf] = copy.deepcopy(value)
+
+
+def accepts(doc: Mapping[str, Any] | None, update: DocUpdate) -> bool:
+    """The position guard: absent document, absent partition entry, or an older offset."""
+    if doc is None:
+        return True
+    last = get_path(doc, f"{POS}.{update.source}")
+    return last is None or last < update.offset
+
+
+def apply_update(doc: Mapping[str, Any] | None, update: DocUpdate) -> Document:
+    """The document after ``update``; a rejected update returns an unchanged copy."""
+    if doc is None:
+        new: Document = {"_id": update.doc_id}
+        for path, value in update.insert_fields().items():
+            _set_path(new, path, value)
+        return new
+    new = copy.deepcopy(dict(doc))
+    if not accepts(doc, update):
+        return new
+    for path, value in update.set.items():
+        _set_path(new, path, value)
+    for path, value in update.max.items():
+        if not _has_path(new, path) or get_path(new, path) < value:
+            _set_path(new, path, value)
+    for path, value in update.min.items():
+        if not _has_path(new, path) or get_path(new, path) > value:
+            _set_path(new, path, value)
+    _set_path(new, f"{POS}.{update.source}", update.offset)
+    return new
+
+
+def apply_all(state: State, updates: Iterable[DocUpdate]) -> State:
+    """Apply updates in order to ``{collection: {id: doc}}``; returns a new state."""
+    out: State = {name: dict(docs) for name, docs in state.items()}
+    for update in updates:
+        docs = out.setdefault(update.collection, {})
+        docs[update.doc_id] = apply_update(docs.get(update.doc_id), update)
+    return out
+
+
+# ---------------------------------------------------------------- folding
+
+
+def _dump(message: Any, *exclude: str) -> dict[str, Any]:
+    data: dict[str, Any] = message.model_dump(mode="json", by_alias=True, exclude={"schema_id", *exclude})
+    return data
+
+
+def _ts(value: datetime | None) -> str | None:
+    return None if value is None else format_time(value)
+
+
+def window_bounds(event_time: datetime, window_seconds: int) -> tuple[datetime, datetime]:
+    """``[floor(t / W) * W, + W)`` (DESIGN.md §3), as aware UTC datetimes."""
+    seconds = int(event_time.timestamp())
+    start = seconds - seconds % window_seconds
+    return datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(start + window_seconds, UTC)
+
+
+def window_id(tenant: str, window_start: datetime) -> str:
+    return f"{tenant}/{format_time(window_start)}"
+
+
+def image_id(tenant: str, image_digest: str) -> str:
+    return f"{tenant}/{image_digest}"
+
+
+def deadletter_id(source_topic: str, partition: int, offset: int) -> str:
+    return f"{source_topic}/{partition}/{offset}"
+
+
+def impact_id(impact: Impact) -> str:
+    """Impacts carry no id; their canonical bytes are one, so a redelivered impact counts once."""
+    return hashlib.sha256(dumps(impact)).hexdigest()
+
+
+def _fold_run(msg: RunEvent, pos: Position) -> list[DocUpdate]:
+    state = _dump(msg, "run_id", "at")
+    terminal = msg.state in TERMINAL_RUN_STATES
+    return [
+        DocUpdate(
+            RUNS,
+            msg.run_id,
+            pos.source,
+            pos.offset,
+            set={**state, "updated_at": _ts(msg.at), "completed_at": _ts(msg.at) if terminal else None},
+            min={"created_at": _ts(msg.at)},
+        )
+    ]
+
+
+def _fold_command(msg: JobCommand, pos: Position) -> list[DocUpdate]:
+    data = _dump(msg, "job_id")
+    job = DocUpdate(JOBS, msg.job_id, pos.source, pos.offset, set=data, set_on_insert=JOB_DEFAULTS)
+    window = DocUpdate(
+        WINDOWS,
+        window_id(msg.tenant, msg.window_start),
+        pos.source,
+        pos.offset,
+        set={
+            "tenant": msg.tenant,
+            "window_start": _ts(msg.window_start),
+            "window_end": _ts(msg.window_end),
+            f"jobs.{field_key(msg.job_id)}": msg.priority,
+            f"images.{field_key(msg.image_digest)}": True,
+            f"runs.{field_key(msg.run_id)}": True,
+        },
+    )
+    return [job, window]
+
+
+def _fold_result(msg: JobResult, pos: Position) -> list[DocUpdate]:
+    finished = _ts(msg.finished_at)
+    job = DocUpdate(
+        JOBS,
+        msg.job_id,
+        pos.source,
+        pos.offset,
+        # The command owns identity and planning fields; a result that arrives first only seeds them.
+        set_on_insert={
+            "run_id": msg.run_id,
+            "tenant": msg.tenant,
+            "image_digest": msg.image_digest,
+            "priority": msg.priority,
+        },
+        set={
+            "status": msg.status,
+            "finished_at": finished,
+            "verdict": msg.verdict,
+            "previous_verdict": msg.previous_verdict,
+            "attempts": _dump(msg)["attempts"],
+            "delta": msg.delta.model_dump(mode="json"),
+            "counts": msg.counts.model_dump(mode="json"),
+            "kev_hits": msg.kev_hits,
+            "findings_count": len(msg.findings),
+            "result_inputs": msg.inputs.model_dump(mode="json"),
+            "error": msg.error,
+            "sla_breached": msg.sla_breached,
+        },
+    )
+    latest: dict[str, Any] = {
+        "tenant": msg.tenant,
+        "image_digest": msg.image_digest,
+        "status": msg.status,
+        "job_id": msg.job_id,
+        "run_id": msg.run_id,
+        "finished_at": finished,
+        "error": msg.error,
+    }
+    if msg.status == "completed":
+        # A failed or skipped attempt says nothing about the image's findings: keep the last evaluation.
+        latest |= {
+            "verdict": msg.verdict,
+            "findings": [
+                f.model_dump(mode="json") for f in sorted(msg.findings, key=lambda f: (f.id, f.package))
+            ],
+            "counts": msg.counts.model_dump(mode="json"),
+            "kev_hits": msg.kev_hits,
+            "evaluated_at": finished,
+            "evaluated_job_id": msg.job_id,
+        }
+    image = DocUpdate(IMAGES, image_id(msg.tenant, msg.image_digest), pos.source, pos.offset, set=latest)
+    return [job, image]
+
+
+def _fold_breach(msg: SlaBreach, pos: Position) -> list[DocUpdate]:
+    return [
+        DocUpdate(
+            JOBS,
+            msg.job_id,
+            pos.source,
+            pos.offset,
+            set_on_insert={
+                **JOB_DEFAULTS,
+                "run_id": msg.run_id,
+                "tenant": msg.tenant,
+                "image_digest": msg.image_digest,
+                "priority": msg.priority,
+            },
+            set={"sla_breach": {"deadline": _ts(msg.deadline), "at": _ts(msg.at), "reason": msg.reason}},
+        )
+    ]
+
+
+def _fold_impact(msg: Impact, pos: Position, window_seconds: int) -> list[DocUpdate]:
+    start, end = window_bounds(msg.event_time, window_seconds)
+    return [
+        DocUpdate(
+            WINDOWS,
+            window_id(msg.tenant, start),
+            pos.source,
+            pos.offset,
+            # Impacts are windowed by event time here; the job stream owns window_end (it knows about late
+            # events moved to the next window), so impacts only seed it.
+            set_on_insert={"window_end": _ts(end)},
+            set={
+                "tenant": msg.tenant,
+                "window_start": _ts(start),
+                f"impacts.{impact_id(msg)}": msg.image_digest,
+            },
+        )
+    ]
+
+
+def _fold_deadletter(msg: DeadLetter, pos: Position) -> list[DocUpdate]:
+    doc_id = deadletter_id(msg.source_topic, msg.partition, msg.offset)
+    return [DocUpdate(DEADLETTERS, doc_id, pos.source, pos.offset, set=_dump(msg))]
+
+
+def _cursor(
+    source: str, part: str, last_id: str, modified: datetime | None, offset: int, pos: Position
+) -> DocUpdate:
+    entry = {"last_id": last_id, "modified": _ts(modified), "offset": offset}
+    return DocUpdate(
+        CURSORS,
+        source,
+        pos.source,
+        pos.offset,
+        set={"source": source, f"partitions.{field_key(part)}": entry},
+        max={"modified": _ts(modified)} if modified is not None else {},
+    )
+
+
+def _fold_cursor(msg: CursorUpdate, pos: Position) -> list[DocUpdate]:
+    part = str(msg.partition) if msg.partition is not None else pos.source
+    offset = msg.offset if msg.offset is not None else pos.offset
+    return [_cursor(msg.source, part, msg.last_id, msg.modified, offset, pos)]
+
+
+def fold(message: object, pos: Position, *, window_seconds: int = 30) -> list[DocUpdate]:
+    """Document updates for one message at ``pos``; messages no read model needs give ``[]``."""
+    if isinstance(message, RunEvent):
+        return _fold_run(message, pos)
+    if isinstance(message, JobCommand):
+        return _fold_command(message, pos)
+    if isinstance(message, JobResult):
+        return _fold_result(message, pos)
+    if isinstance(message, SlaBreach):
+        return _fold_breach(message, pos)
+    if isinstance(message, Impact):
+        return _fold_impact(message, pos, window_seconds)
+    if isinstance(message, DeadLetter):
+        return _fold_deadletter(message, pos)
+    if isinstance(message, CursorUpdate):
+        return _fold_cursor(message, pos)
+    if isinstance(message, AdvisoryDelta):
+        return [_cursor("advisories", pos.source, message.id, message.modified, pos.offset, pos)]
+    if isinstance(message, VexStatement):
+        return [_cursor("vex", pos.source, message.statement_id, message.timestamp, pos.offset, pos)]
+    if isinstance(message, PolicyChange):
+        last = f"{message.tenant}/{message.policy_id}@{message.revision}"
+        return [_cursor("policy", pos.source, last, message.activated_at, pos.offset, pos)]
+    return []
+
+
+def fold_batch(
+    batch: Sequence[tuple[object, Position]],
+    checkpoints: Mapping[tuple[str, int], int],
+    *,
+    group: str,
+    window_seconds: int = 30,
+) -> tuple[list[DocUpdate], list[Checkpoint]]:
+    """Updates for the messages past their partition's checkpoint, and the checkpoints after the batch.
+
+    Skipping at the checkpoint saves work on redelivery; correctness does not depend on it (the document
+    guard rejects the same updates).
+    """
+    updates: list[DocUpdate] = []
+    highest: dict[tuple[str, int], int] = {}
+    for message, pos in batch:
+        tp = (pos.topic, pos.partition)
+        done = checkpoints.get(tp)
+        if done is not None and pos.offset <= done:
+            continue
+        updates.extend(fold(message, pos, window_seconds=window_seconds))
+        highest[tp] = max(highest.get(tp, pos.offset), pos.offset)
+    new = [
+        Checkpoint(group, topic, partition, offset) for (topic, partition), offset in sorted(highest.items())
+    ]
+    return updates, new
+
+
+def window_view(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A window document with its set-maps counted: the shape the API serves."""
+    view = {k: v for k, v in doc.items() if k not in {"jobs", "images", "runs", "impacts", POS}}
+    view["job_count"] = len(doc.get("jobs") or {})
+    view["image_count"] = len(doc.get("images") or {})
+    view["impact_count"] = len(doc.get("impacts") or {})
+    view["run_ids"] = sorted(doc.get("runs") or {})
+    return view

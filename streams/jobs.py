@@ -1,0 +1,194 @@
+"""Coalescing impacts into job commands (DESIGN.md §3-4).
+
+Several impacts on one image in one window become one ``PendingJob``; every field merges commutatively
+(set union, max, or), so the order impacts arrive in cannot change the job. ``make_job`` then derives the
+ids from content: ``job_id = sha256(tenant | window start | digest | kind)``, ``run_id = "run-" +
+sha256(tenant | window start)[:32]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from schemas.canonical import format_time
+from schemas.messages import (
+    PRIORITY_RANK,
+    SEVERITY_RANK,
+    AdvisoryInput,
+    Impact,
+    JobCommand,
+    JobInputs,
+    PriorityClass,
+    Reason,
+    Severity,
+)
+from streams.codec import from_epoch, to_epoch
+from streams.sla import DEFAULT_SLA, classify, deadline
+
+
+@dataclass(frozen=True, slots=True)
+class JobConfig:
+    sla: Mapping[str, timedelta] = field(default_factory=lambda: DEFAULT_SLA)
+    # An inventory older than this at window end is re-scanned, not only re-evaluated. None: never.
+    max_inventory_age: timedelta | None = timedelta(days=7)
+
+
+DEFAULT_CONFIG = JobConfig()
+
+# (source, id, modified epoch or None, detail): hashable, sortable, order-free.
+ReasonRow = tuple[str, str, int | None, str]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingJob:
+    tenant: str
+    digest: str
+    reasons: frozenset[ReasonRow] = frozenset()
+    severity: Severity = "unknown"
+    kev: bool = False
+    running: bool = False
+    rescan: bool = False
+    forced: PriorityClass | None = None
+    policy_revision: int | None = None
+    inventory_observed_at: int | None = None
+    impacts: int = field(default=0, compare=False)
+
+
+def _row(reason: Reason) -> ReasonRow:
+    return (reason.source, reason.id, to_epoch(reason.modified) if reason.modified else None, reason.detail)
+
+
+def _max_opt(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+def merge_impact(pending: PendingJob | None, impact: Impact) -> PendingJob:
+    pending = pending or PendingJob(impact.tenant, impact.image_digest, severity="none")
+    severity = pending.severity
+    if SEVERITY_RANK[impact.severity] > SEVERITY_RANK[severity]:
+        severity = impact.severity
+    forced = pending.forced
+    if impact.priority is not None and (
+        forced is None or PRIORITY_RANK[impact.priority] > PRIORITY_RANK[forced]
+    ):
+        forced = impact.priority
+    observed = to_epoch(impact.inventory_observed_at) if impact.inventory_observed_at else None
+    return PendingJob(
+        tenant=pending.tenant,
+        digest=pending.digest,
+        reasons=pending.reasons | {_row(r) for r in impact.reasons},
+        severity=severity,
+        kev=pending.kev or impact.kev,
+        running=pending.running or impact.running,
+        rescan=pending.rescan or impact.kind == "rescan",
+        forced=forced,
+        policy_revision=_max_opt(pending.policy_revision, impact.policy_revision),
+        # The newest inventory seen wins: a fresh SBOM makes an earlier staleness moot.
+        inventory_observed_at=_max_opt(pending.inventory_observed_at, observed),
+        impacts=pending.impacts + 1,
+    )
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def job_id_for(tenant: str, window_start: datetime, digest: str, kind: str) -> str:
+    return _sha(f"{tenant}|{format_time(window_start)}|{digest}|{kind}")
+
+
+def run_id_for(tenant: str, window_start: datetime) -> str:
+    return "run-" + _sha(f"{tenant}|{format_time(window_start)}")[:32]
+
+
+def make_job(
+    pending: PendingJob, window_start: datetime, window: timedelta, config: JobConfig = DEFAULT_CONFIG
+) -> JobCommand:
+    window_end = window_start + window
+    rows = set(pending.reasons)
+    rescan = pending.rescan
+    if (
+        config.max_inventory_age is not None
+        and pending.inventory_observed_at is not None
+        and window_end - from_epoch(pending.inventory_observed_at) > config.max_inventory_age
+    ):
+        rescan = True
+        observed = format_time(from_epoch(pending.inventory_observed_at))
+        rows.add(("inventory", "stale", None, f"inventory observed {observed}, older than the maximum age"))
+    kind = "rescan" if rescan else "reevaluate"
+    priority = classify(
+        severity=pending.severity,
+        kev=pending.kev,
+        running=pending.running,
+        sources={r[0] for r in rows},
+        forced=pending.forced,
+    )
+    ordered = sorted(rows, key=lambda r: (r[0], r[1], r[2] if r[2] is not None else -1, r[3]))
+    reasons = [
+        Reason(source=s, id=i, modified=from_epoch(m) if m is not None else None, detail=d)  # type: ignore[arg-type]
+        for s, i, m, d in ordered
+    ]
+    advisories = sorted({(r[1], r[2]) for r in rows if r[0] == "advisory" and r[2] is not None})
+    inputs = JobInputs(
+        advisories=[AdvisoryInput(id=i, modified=from_epoch(m)) for i, m in advisories],
+        vex=sorted({r[1] for r in rows if r[0] == "vex"}),
+        policy_revision=pending.policy_revision,
+    )
+    return JobCommand.model_validate(
+        {
+            "job_id": job_id_for(pending.tenant, window_start, pending.digest, kind),
+            "run_id": run_id_for(pending.tenant, window_start),
+            "tenant": pending.tenant,
+            "image_digest": pending.digest,
+            "kind": kind,
+            "priority": priority,
+            "window_start": window_start,
+            "window_end": window_end,
+            "deadline": deadline(window_end, priority, config.sla),
+            "reasons": reasons,
+            "inputs": inputs,
+        }
+    )
+
+
+def encode_pending(p: PendingJob) -> list[object]:
+    return [
+        p.tenant,
+        p.digest,
+        sorted(
+            [list(r) for r in p.reasons], key=lambda r: (r[0], r[1], r[2] if r[2] is not None else -1, r[3])
+        ),
+        p.severity,
+        p.kev,
+        p.running,
+        p.rescan,
+        p.forced,
+        p.policy_revision,
+        p.inventory_observed_at,
+        p.impacts,
+    ]
+
+
+def decode_pending(row: list[object]) -> PendingJob:
+    tenant, digest, reasons, severity, kev, running, rescan, forced, revision, observed, impacts = row
+    assert isinstance(reasons, list)
+    return PendingJob(
+        tenant=str(tenant),
+        digest=str(digest),
+        reasons=frozenset((r[0], r[1], r[2], r[3]) for r in reasons),
+        severity=severity,  # type: ignore[arg-type]
+        kev=bool(kev),
+        running=bool(running),
+        rescan=bool(rescan),
+        forced=forced,  # type: ignore[arg-type]
+        policy_revision=revision,  # type: ignore[arg-type]
+        inventory_observed_at=observed,  # type: ignore[arg-type]
+        impacts=int(impacts),  # type: ignore[call-overload]
+    )

@@ -1,0 +1,137 @@
+"""Per-tenant impact windows (DESIGN.md §3): a pure fold from impacts to job commands.
+
+Window ``[floor(t / W) * W, + W)`` on the impact's event time. The state carries the event-time watermark
+(max event time seen), the boundary below which every window is closed, and a late counter.
+
+- A window closes when ``watermark - grace`` reaches its end. Closing is a prefix: ``closed_before`` is a
+  multiple of W and every window ending at or before it is closed.
+- An impact whose window is already closed is late: it goes to the first open window, starting at
+  ``closed_before``, and is counted.
+- ``flush_idle`` closes every open window regardless of the watermark; the shell calls it from a wall-clock
+  timer when the stream is quiet. The wall clock decides *when*, never *what*: the emitted jobs depend only
+  on the state.
+
+The state is meant to be keyed by tenant (the impacts topic key); nothing in it assumes one tenant, so a
+shell that prefers one state per partition gets a partition-wide watermark instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from schemas.messages import Impact, JobCommand
+from streams.codec import from_epoch, pack, to_epoch, unpack
+from streams.jobs import (
+    DEFAULT_CONFIG,
+    JobConfig,
+    PendingJob,
+    decode_pending,
+    encode_pending,
+    make_job,
+    merge_impact,
+)
+
+DEFAULT_WINDOW = 30
+DEFAULT_GRACE = 10
+
+WindowKey = tuple[str, str]  # (tenant, digest)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowState:
+    """Open windows and the clock. Table key: tenant."""
+
+    windows: dict[int, dict[WindowKey, PendingJob]] = field(default_factory=dict)  # start epoch → jobs
+    watermark: int | None = None
+    closed_before: int | None = None
+    late: int = 0
+
+
+def window_start(epoch: int, window: int) -> int:
+    return (epoch // window) * window
+
+
+def _close(
+    state: WindowState, boundary: int | None, window: int, config: JobConfig
+) -> tuple[WindowState, list[JobCommand]]:
+    """Close every window ending at or before ``boundary`` (None: all of them)."""
+    closing = sorted(s for s in state.windows if boundary is None or s + window <= boundary)
+    if not closing:
+        return state, []
+    windows = {s: jobs for s, jobs in state.windows.items() if s not in closing}
+    span = timedelta(seconds=window)
+    out: list[JobCommand] = []
+    for start in closing:
+        begin = from_epoch(start)
+        for key in sorted(state.windows[start]):
+            out.append(make_job(state.windows[start][key], begin, span, config))
+    new_boundary = boundary if boundary is not None else closing[-1] + window
+    closed = new_boundary if state.closed_before is None else max(state.closed_before, new_boundary)
+    return WindowState(windows, state.watermark, closed, state.late), out
+
+
+def add_impact(
+    state: WindowState | None,
+    impact: Impact,
+    window: int = DEFAULT_WINDOW,
+    grace: int = DEFAULT_GRACE,
+    config: JobConfig = DEFAULT_CONFIG,
+) -> tuple[WindowState, list[JobCommand]]:
+    """Fold one impact; returns the new state and the jobs of any window this closes (sorted)."""
+    state = state or WindowState()
+    t = to_epoch(impact.event_time)
+    start = window_start(t, window)
+    late = state.late
+    if state.closed_before is not None and start < state.closed_before:
+        start = state.closed_before
+        late += 1
+    windows = dict(state.windows)
+    jobs = dict(windows.get(start, {}))
+    key = (impact.tenant, impact.image_digest)
+    jobs[key] = merge_impact(jobs.get(key), impact)
+    windows[start] = jobs
+    watermark = t if state.watermark is None else max(state.watermark, t)
+    state = WindowState(windows, watermark, state.closed_before, late)
+    boundary = window_start(watermark - grace, window)
+    if state.closed_before is not None and boundary <= state.closed_before:
+        return state, []
+    closed_state, out = _close(state, boundary, window, config)
+    # The boundary advances even when no window was open below it, so later stragglers count as late.
+    return WindowState(closed_state.windows, watermark, boundary, late), out
+
+
+def flush_idle(
+    state: WindowState | None, window: int = DEFAULT_WINDOW, config: JobConfig = DEFAULT_CONFIG
+) -> tuple[WindowState, list[JobCommand]]:
+    """Close every open window (a quiet stream's timer)."""
+    if state is None:
+        return WindowState(), []
+    return _close(state, None, window, config)
+
+
+def open_jobs(state: WindowState) -> int:
+    return sum(len(jobs) for jobs in state.windows.values())
+
+
+def encode_windows(state: WindowState) -> bytes:
+    return pack(
+        {
+            "w": [
+                [start, [encode_pending(p) for _, p in sorted(jobs.items())]]
+                for start, jobs in sorted(state.windows.items())
+            ],
+            "wm": state.watermark,
+            "cb": state.closed_before,
+            "late": state.late,
+        }
+    )
+
+
+def decode_windows(data: bytes) -> WindowState:
+    header, _ = unpack(data)
+    windows: dict[int, dict[WindowKey, PendingJob]] = {}
+    for start, rows in header["w"]:
+        pendings = [decode_pending(row) for row in rows]
+        windows[int(start)] = {(p.tenant, p.digest): p for p in pendings}
+    return WindowState(windows, header["wm"], header["cb"], int(header["late"]))

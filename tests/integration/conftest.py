@@ -1,0 +1,85 @@
+"""Fixtures for tests that use the real Kafka broker and MongoDB-wire server.
+
+Both must be running (`make up`, or `.ci/run`). A test that cannot reach them FAILS with a message that
+says how to start them; nothing here skips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from pymongo import MongoClient
+
+from agents.topology import topics  # noqa: F401
+from tests.integration.kit import Worker
+
+REPO = Path(__file__).resolve().parents[2]
+KAFKA = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+MONGO = os.environ.get("MONGO_URL", "mongodb://127.0.0.1:27017/")
+
+pytestmark = pytest.mark.integration
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    async def probe() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA, request_timeout_ms=5000)
+        await admin.start()
+        try:
+            await admin.list_topics()
+        finally:
+            await admin.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(probe(), 15))
+    except Exception as exc:
+        pytest.fail(f"Kafka is not reachable at {KAFKA} ({exc!r}); start it with `make up`", pytrace=False)
+    return KAFKA
+
+
+@pytest.fixture(scope="session")
+def mongo_url() -> str:
+    client: MongoClient[dict[str, Any]] = MongoClient(MONGO, serverSelectionTimeoutMS=5000)
+    try:
+        client.admin.command("ping")
+    except Exception as exc:
+        pytest.fail(f"MongoDB is not reachable at {MONGO} ({exc!r}); start it with `make up`", pytrace=False)
+    finally:
+        client.close()
+    return MONGO
+
+
+@pytest.fixture
+def mongo_db(mongo_url: str) -> Iterator[tuple[MongoClient[dict[str, Any]], str]]:
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_url)
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    yield client, name
+    client.drop_database(name)
+    client.close()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A unique topic prefix, so tests never see each other's messages."""
+    return f"t{uuid.uuid4().hex[:10]}."
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[list[Worker]]:
+    started: list[Worker] = []
+    yield started
+    for worker in started:
+        worker.kill()
