@@ -46,6 +46,10 @@ class Settings:
     executor: str = "reference"
     executor_url: str = ""
     executor_timeout_seconds: int = 30
+    executor_concurrency: int = 8
+    retry_base_seconds: int = 10
+    retry_max_seconds: int = 900
+    retry_max_attempts: int = 5
     log_level: str = "INFO"
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -70,6 +74,10 @@ class Settings:
             "executor": _env("STELLA_EXECUTOR", cls.executor),
             "executor_url": _env("STELLA_EXECUTOR_URL", cls.executor_url),
             "executor_timeout_seconds": _int("STELLA_EXECUTOR_TIMEOUT_SECONDS", cls.executor_timeout_seconds),
+            "executor_concurrency": _int("STELLA_EXECUTOR_CONCURRENCY", cls.executor_concurrency),
+            "retry_base_seconds": _int("STELLA_RETRY_BASE_SECONDS", cls.retry_base_seconds),
+            "retry_max_seconds": _int("STELLA_RETRY_MAX_SECONDS", cls.retry_max_seconds),
+            "retry_max_attempts": _int("STELLA_RETRY_MAX_ATTEMPTS", cls.retry_max_attempts),
             "log_level": _env("STELLA_LOG_LEVEL", cls.log_level),
         }
         values.update(overrides)

@@ -40,11 +40,16 @@ def topics(prefix: str = "", partitions: int | None = None) -> list[TopicSpec]:
         TopicSpec(f"{p}runtime", "image digest", n, FOREVER, source=True),
         TopicSpec(f"{p}index-updates", "package key", n),
         TopicSpec(f"{p}impact-requests", "package key", n),
+        TopicSpec(f"{p}catalog-updates", "tenant", n),
         TopicSpec(f"{p}impacts", "tenant", n),
         TopicSpec(f"{p}jobs", "image digest", n),
+        TopicSpec(f"{p}job-attempts", "image digest", n),
         TopicSpec(f"{p}job-results", "image digest", n),
+        TopicSpec(f"{p}run-inputs", "run id", n),
         TopicSpec(f"{p}run-events", "run id", n),
-        TopicSpec(f"{p}events.signed", "tenant + subject", n),
+        TopicSpec(f"{p}sla-breaches", "image digest", n),
+        TopicSpec(f"{p}cursors", "source", n),
+        TopicSpec(f"{p}events.signed", "tenant/subject", n),
         TopicSpec(f"{p}deadletter", "source topic", n, FOREVER),
     ]
 

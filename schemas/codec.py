@@ -30,7 +30,7 @@ from schemas.messages import (
     schema_id_of,
 )
 
-RejectReason = Literal["oversized", "decode", "validate", "schema-unknown"]
+RejectReason = Literal["oversized", "decode", "validate", "schema-unknown", "processing-error", "job-failed"]
 
 TOPIC_MODELS: dict[str, type[BaseModel]] = {
     **SOURCE_MODELS,
@@ -44,6 +44,21 @@ TOPIC_MODELS: dict[str, type[BaseModel]] = {
     "events.signed": SignedEnvelope,
 }
 TOMBSTONE_TOPICS = frozenset({"inventory"})
+
+
+def _extra_models() -> dict[str, tuple[type[BaseModel], ...]]:
+    # Internal topics that carry more than one message type; the `schema` field picks the model.
+    from schemas.messages import ImageRemoved, Inventory, JobAttempt, JobCancel, RuntimeEvent, Tick
+    from streams.runs import JobStarted, RunCancelRequested, RunPlanned
+
+    return {
+        "impacts": (Tick,),
+        "catalog-updates": (Inventory, ImageRemoved, RuntimeEvent),
+        "job-attempts": (JobAttempt, JobCancel, Tick),
+        "run-inputs": (RunPlanned, JobCommand, JobStarted, JobResult, RunCancelRequested),
+    }
+
+
 _MAX_ERRORS_SHOWN = 3
 
 
@@ -74,11 +89,24 @@ def _path(loc: tuple[Any, ...]) -> str:
     return out or "$"
 
 
+_EXTRA: dict[str, tuple[type[BaseModel], ...]] | None = None
+
+
+def models_for(logical_topic: str) -> tuple[type[BaseModel], ...]:
+    """Every model a topic may carry, its main one first."""
+    global _EXTRA
+    if _EXTRA is None:
+        _EXTRA = _extra_models()
+    main = TOPIC_MODELS.get(logical_topic)
+    extra = tuple(m for m in _EXTRA.get(logical_topic, ()) if m is not main)
+    return ((main,) if main is not None else ()) + extra
+
+
 def decode(logical_topic: str, key: bytes | None, value: bytes | None, max_bytes: int) -> Decoded | Rejected:
-    model = TOPIC_MODELS.get(logical_topic)
-    if model is None:
+    models = models_for(logical_topic)
+    if not models:
         return Rejected(logical_topic, "schema-unknown", f"no message model for topic {logical_topic!r}", "")
-    expected = schema_id_of(model)
+    expected = " | ".join(schema_id_of(m) for m in models)
 
     def reject(reason: RejectReason, message: str) -> Rejected:
         return Rejected(logical_topic, reason, message, expected)
@@ -96,12 +124,15 @@ def decode(logical_topic: str, key: bytes | None, value: bytes | None, max_bytes
         return reject("decode", f"value is not JSON: {exc}")
     if not isinstance(doc, dict):
         return reject("decode", f"value is JSON {type(doc).__name__}, not an object")
+    model = models[0]
     if "schema_id" in model.model_fields:
         found = doc.get("schema")
         if found is None:
             return reject("schema-unknown", f"no 'schema' field (expected {expected})")
-        if found != expected:
+        chosen = next((m for m in models if schema_id_of(m) == found), None)
+        if chosen is None:
             return reject("schema-unknown", f"schema {found!r} is not {expected!r}")
+        model = chosen
     try:
         return Decoded(logical_topic, key, model.model_validate(doc))
     except ValidationError as exc:

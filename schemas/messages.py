@@ -382,6 +382,46 @@ class CursorUpdate(Model):
     at: Timestamp | None = None
 
 
+class ImageRemoved(Model):
+    """An inventory tombstone, forwarded to the tenant-keyed stage. Kafka key: tenant."""
+
+    schema_id: Literal["scheduler.image-removed@1"] = Field("scheduler.image-removed@1", alias="schema")
+    tenant: str
+    image_digest: str
+
+
+class Tick(Model):
+    """Wall-clock heartbeat sent to every partition of a windowed topic so quiet streams still close
+    their windows. It decides only *when* an idle window closes, never what it contains."""
+
+    schema_id: Literal["scheduler.tick@1"] = Field("scheduler.tick@1", alias="schema")
+    partition: int
+    at: Timestamp
+
+
+class JobAttempt(Model):
+    """A failed attempt and the retry it scheduled. Kafka key: image digest (co-partitioned with jobs)."""
+
+    schema_id: Literal["scheduler.job-attempt@1"] = Field("scheduler.job-attempt@1", alias="schema")
+    job_id: str
+    tenant: str
+    image_digest: str
+    attempts: list[Attempt]
+    next_at: Timestamp = Field(description="event-time instant of the next attempt (deterministic)")
+    due_at: Timestamp = Field(description="wall-clock instant the worker dispatches it")
+
+
+class JobCancel(Model):
+    """Skip a queued job because its run was cancelled. Kafka key: image digest."""
+
+    schema_id: Literal["scheduler.job-cancel@1"] = Field("scheduler.job-cancel@1", alias="schema")
+    job_id: str
+    run_id: str
+    tenant: str
+    image_digest: str
+    at: Timestamp
+
+
 class Signature(Model):
     keyid: str
     sig: str
@@ -418,6 +458,10 @@ ALL_MODELS: list[type[BaseModel]] = [
     SlaBreach,
     DeadLetter,
     CursorUpdate,
+    ImageRemoved,
+    Tick,
+    JobAttempt,
+    JobCancel,
     SignedEnvelope,
 ]
 

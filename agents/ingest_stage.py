@@ -1,0 +1,175 @@
+"""Source-topic agents: inventory, advisories, VEX and runtime events, each routed to the stage whose
+partitioning can resolve it (DESIGN.md §2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from agents.pipeline import Pipeline
+from agents.shell import Output, apply_guarded, publish
+from schemas.messages import (
+    AdvisoryDelta,
+    Component,
+    CursorUpdate,
+    ImageRemoved,
+    Inventory,
+    RuntimeEvent,
+    VexStatement,
+)
+from streams.index import (
+    ImageKey,
+    SourcePosition,
+    apply_inventory,
+    decode_record,
+    encode_record,
+    encode_update,
+)
+from streams.resolve import (
+    VexPackageRequest,
+    decode_advisory_packages,
+    encode_advisory_packages,
+    encode_request,
+    split_advisory,
+    split_vex,
+)
+
+# Internal records on the package-keyed topics carry a one-byte type tag.
+TAG_INDEX_UPDATE = b"U"
+TAG_ADVISORY = b"A"
+TAG_VEX = b"V"
+
+
+def image_package(digest: str) -> str:
+    """A pseudo package every image contains: VEX statements naming an image by digest resolve through
+    the package index like any other product, with no digest-keyed table."""
+    return f"image/{digest}"
+
+
+def with_image_package(inventory: Inventory) -> Inventory:
+    pseudo = Component(
+        purl=f"pkg:oci/{inventory.image_digest}", package=image_package(inventory.image_digest)
+    )
+    return inventory.model_copy(update={"components": [*inventory.components, pseudo]})
+
+
+def cursor(source: str, last_id: str, event: faust.EventT[Any], modified: Any = None) -> CursorUpdate:
+    message = event.message
+    return CursorUpdate(
+        source=source, last_id=last_id, modified=modified, partition=message.partition, offset=message.offset
+    )
+
+
+def register(pipe: Pipeline) -> None:
+    app, n = pipe.app, pipe.settings.partitions
+    images = pipe.table("images")
+    advisory_packages = pipe.table("advisory-packages")
+
+    @app.agent(pipe.source("inventory"), name="inventory")
+    async def inventory_agent(stream: faust.StreamT[Any]) -> None:
+        async def handle(event: faust.EventT[Any]) -> None:
+            decoded = await pipe.decode(event)
+            if decoded is None:
+                return
+            key = (event.key or b"").decode(errors="replace")
+            inventory = decoded.model
+            assert inventory is None or isinstance(inventory, Inventory)
+            position = SourcePosition(event.message.partition, event.message.offset)
+
+            def fold(
+                state: bytes | None,
+                inventory: Inventory | None = inventory,
+                position: SourcePosition = position,
+            ) -> tuple[bytes | None, list[Output]]:
+                record = decode_record(state) if state else None
+                indexed = with_image_package(inventory) if inventory is not None else None
+                outcome = apply_inventory(record, indexed, source=position, partitions=n)
+                outputs = [
+                    pipe.out("index-updates", u.package, TAG_INDEX_UPDATE + encode_update(u))
+                    for u in outcome.updates
+                ]
+                if inventory is not None:
+                    outputs.append(pipe.out("catalog-updates", inventory.tenant, inventory))
+                elif record is not None:
+                    removed = ImageRemoved(tenant=record.key.tenant, image_digest=record.key.digest)
+                    outputs.append(pipe.out("catalog-updates", record.key.tenant, removed))
+                if outcome.impact is not None:
+                    outputs.append(pipe.out("impacts", outcome.impact.tenant, outcome.impact))
+                return (encode_record(outcome.record) if outcome.record else None), outputs
+
+            table_key = ImageKey(inventory.tenant, inventory.image_digest).text if inventory else key
+            if table_key:
+                await apply_guarded(images, table_key, event, fold)
+
+        await pipe.run(stream, "inventory", handle)
+
+    @app.agent(pipe.source("advisories"), name="advisories")
+    async def advisory_agent(stream: faust.StreamT[Any]) -> None:
+        async def handle(event: faust.EventT[Any]) -> None:
+            decoded = await pipe.decode(event)
+            if decoded is None:
+                return
+            delta = decoded.model
+            assert isinstance(delta, AdvisoryDelta)
+
+            def fold(
+                state: bytes | None, delta: AdvisoryDelta = delta, event: Any = event
+            ) -> tuple[bytes | None, list[Output]]:
+                current = decode_advisory_packages(state) if state else None
+                new_state, requests = split_advisory(current, delta)
+                outputs = [
+                    pipe.out("impact-requests", r.package, TAG_ADVISORY + encode_request(r)) for r in requests
+                ]
+                outputs.append(
+                    pipe.out("cursors", "advisories", cursor("advisories", delta.id, event, delta.modified))
+                )
+                return (encode_advisory_packages(new_state) if new_state else state), outputs
+
+            await apply_guarded(advisory_packages, delta.id, event, fold)
+
+        await pipe.run(stream, "advisories", handle)
+
+    @app.agent(pipe.source("vex"), name="vex")
+    async def vex_agent(stream: faust.StreamT[Any]) -> None:
+        # Stateless: the same statement always splits into the same requests, so a redelivery only
+        # repeats idempotent work downstream.
+        async def handle(event: faust.EventT[Any]) -> None:
+            decoded = await pipe.decode(event)
+            if decoded is None:
+                return
+            statement = decoded.model
+            assert isinstance(statement, VexStatement)
+            by_package, by_digest = split_vex(statement)
+            requests = list(by_package) + [
+                VexPackageRequest(
+                    package=image_package(r.digest),
+                    version=None,
+                    statement_id=r.statement_id,
+                    vulnerability=r.vulnerability,
+                    status=r.status,
+                    timestamp=r.timestamp,
+                    tenant=r.tenant,
+                )
+                for r in by_digest
+            ]
+            outputs = [pipe.out("impact-requests", r.package, TAG_VEX + encode_request(r)) for r in requests]
+            outputs.append(
+                pipe.out("cursors", "vex", cursor("vex", statement.statement_id, event, statement.timestamp))
+            )
+            await publish(outputs)
+
+        await pipe.run(stream, "vex", handle)
+
+    @app.agent(pipe.source("runtime"), name="runtime")
+    async def runtime_agent(stream: faust.StreamT[Any]) -> None:
+        # Re-keyed by tenant: running state is needed where priorities are decided (the tenant stage).
+        async def handle(event: faust.EventT[Any]) -> None:
+            decoded = await pipe.decode(event)
+            if decoded is None:
+                return
+            runtime = decoded.model
+            assert isinstance(runtime, RuntimeEvent)
+            await publish([pipe.out("catalog-updates", runtime.tenant, runtime)])
+
+        await pipe.run(stream, "runtime", handle)

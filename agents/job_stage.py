@@ -1,0 +1,350 @@
+"""The image-keyed job stage: a durable job queue (table), a fair in-memory runner that executes jobs by
+priority class, and SLA-aware retries (DESIGN.md §4-5).
+
+The queue table is written only by the agent (faust forbids table writes outside stream iteration): the
+runner reports back through topics (`job-attempts` for a scheduled retry, `job-results` for an outcome),
+co-partitioned with `jobs`, and the agent folds those into the table. A restart therefore loses no
+queued job and no pending retry: the table is recovered from its changelog and re-offered to the runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import faust
+import orjson
+
+from agents import observe
+from agents.executors import Executor, Ok, attempt_of, execute_with_timeout
+from agents.pipeline import Pipeline
+from agents.shell import Output, apply_guarded, publish
+from schemas.canonical import dumps
+from schemas.codec import dead_letter
+from schemas.messages import Attempt, JobAttempt, JobCancel, JobCommand, JobResult
+from streams.fairness import Caps, QueueState, RunningState, admit
+from streams.findings import completed_result, failed_result, skipped_result
+from streams.guard import decode as unguard
+from streams.retry import GiveUp, RetryPolicy, next_attempt, sla_breach
+from streams.runs import JobStarted
+
+log = logging.getLogger("stella.jobs")
+DONE = b"done"
+
+
+@dataclass
+class Entry:
+    """A queued job and its retry history. Table value (JSON) under the job id."""
+
+    job: JobCommand
+    attempts: list[Attempt] = field(default_factory=list)
+    next_at: datetime | None = None  # event time of the next attempt
+    due_at: datetime | None = None  # wall clock
+
+    def encode(self) -> bytes:
+        return dumps(
+            {
+                "job": self.job,
+                "attempts": self.attempts,
+                "next_at": self.next_at,
+                "due_at": self.due_at,
+            }
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Entry:
+        raw = orjson.loads(data)
+        return cls(
+            job=JobCommand.model_validate(raw["job"]),
+            attempts=[Attempt.model_validate(a) for a in raw["attempts"]],
+            next_at=_time(raw.get("next_at")),
+            due_at=_time(raw.get("due_at")),
+        )
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
+class Runner:
+    """Executes queued jobs, highest class first, within per-class and per-tenant caps."""
+
+    def __init__(
+        self, pipe: Pipeline, executor: Executor, caps: Caps, policy: RetryPolicy, before_execute: Any = None
+    ) -> None:
+        self.pipe = pipe
+        self.executor = executor
+        self.caps = caps
+        self.policy = policy
+        self.before_execute = before_execute
+        self.entries: dict[str, Entry] = {}
+        self.queue = QueueState()
+        self.running = RunningState()
+        self.waiting: list[tuple[float, str]] = []  # (monotonic due, job id) of retries not yet due
+        self.wake = asyncio.Event()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.last: Any = None  # the `last` table, set by register()
+
+    def offer(self, entry: Entry) -> None:
+        job_id = entry.job.job_id
+        if job_id in self.running.jobs:
+            return
+        self.entries[job_id] = entry
+        self.queue.remove(job_id)
+        delay = (entry.due_at - datetime.now(UTC)).total_seconds() if entry.due_at else 0.0
+        if delay > 0:
+            heapq.heappush(self.waiting, (time.monotonic() + delay, job_id))
+        else:
+            self.queue.enqueue(entry.job)
+        self.wake.set()
+
+    def forget(self, job_id: str) -> None:
+        self.entries.pop(job_id, None)
+        self.queue.remove(job_id)
+
+    def backlog(self) -> dict[str, int]:
+        return {cls: self.queue.depth(cls) for cls in ("emergency", "high", "normal", "background")}
+
+    async def run(self) -> None:
+        while True:
+            now = time.monotonic()
+            while self.waiting and self.waiting[0][0] <= now:
+                _, job_id = heapq.heappop(self.waiting)
+                entry = self.entries.get(job_id)
+                if entry is not None and job_id not in self.running.jobs:
+                    self.queue.enqueue(entry.job)
+            while (job := admit(self.queue, self.running, self.caps)) is not None:
+                task = asyncio.create_task(self._execute(job))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+            observe.backlog(self.backlog())
+            timeout = 1.0
+            if self.waiting:
+                timeout = max(0.01, min(timeout, self.waiting[0][0] - time.monotonic()))
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout)
+
+    async def _execute(self, job: JobCommand) -> None:
+        try:
+            entry = self.entries.get(job.job_id) or Entry(job)
+            await self._attempt(entry)
+        except Exception:
+            log.exception(
+                "job %s: attempt crashed; it stays queued", job.job_id, extra={"job_id": job.job_id}
+            )
+            self.entries.pop(job.job_id, None)  # the reconcile loop re-offers it from the table
+        finally:
+            self.running.finish(job.job_id)
+            self.wake.set()
+
+    async def _attempt(self, entry: Entry) -> None:
+        job, pipe = entry.job, self.pipe
+        at = entry.next_at or job.window_end  # event time: replays decide and record identically
+        number = len(entry.attempts) + 1
+        if number == 1:
+            started = JobStarted(job_id=job.job_id, run_id=job.run_id, tenant=job.tenant, at=at)
+            await publish([pipe.out("run-inputs", job.run_id, started)])
+        if self.before_execute is not None:
+            await self.before_execute(job)
+        clock = time.perf_counter()
+        outcome = await execute_with_timeout(
+            self.executor, job, self.pipe.settings.executor_timeout_seconds + 5
+        )
+        kind = None if isinstance(outcome, Ok) else type(outcome).__name__.lower()
+        observe.executor(type(self.executor).__name__, kind, time.perf_counter() - clock)
+        attempts = [*entry.attempts, attempt_of(outcome, number, at)]
+        previous = self._previous(job)
+        if isinstance(outcome, Ok):
+            result = completed_result(
+                job,
+                outcome.findings,
+                outcome.verdict,
+                previous_findings=previous.findings if previous else None,
+                previous_verdict=previous.verdict if previous else "unknown",
+                attempts=attempts,
+                finished_at=at,
+            )
+            await publish(result_outputs(pipe, result))
+            return
+        decision = next_attempt(job, attempts, at, self.policy)
+        if isinstance(decision, GiveUp):
+            await self._give_up(job, attempts, decision, at, previous)
+            return
+        observe.retry(job.priority)
+        due = datetime.now(UTC) + timedelta(seconds=decision.delay_s)
+        message = JobAttempt(
+            job_id=job.job_id,
+            tenant=job.tenant,
+            image_digest=job.image_digest,
+            attempts=attempts,
+            next_at=decision.at,
+            due_at=due,
+        )
+        await publish([pipe.out("job-attempts", job.image_digest, message)])
+        self.offer(Entry(job, attempts, decision.at, due))
+
+    async def _give_up(
+        self, job: JobCommand, attempts: list[Attempt], decision: GiveUp, at: datetime, previous: Any
+    ) -> None:
+        pipe = self.pipe
+        breached = decision.reason != "permanent-error"
+        result = failed_result(
+            job,
+            attempts=attempts,
+            finished_at=at,
+            error=f"{decision.reason}: {decision.detail}",
+            previous_verdict=previous.verdict if previous else "unknown",
+            sla_breached=breached,
+        )
+        outputs = result_outputs(pipe, result)
+        if breached:
+            breach = sla_breach(job, attempts, decision, at)
+            outputs.append(pipe.out("sla-breaches", job.image_digest, breach))
+        from schemas.codec import Rejected
+
+        letter = dead_letter(
+            Rejected(
+                "jobs", "job-failed", f"{decision.reason}: {decision.detail}", "scheduler.job-command@1"
+            ),
+            pipe.settings.topic("jobs"),
+            -1,
+            -1,
+            job.image_digest.encode(),
+            dumps(job),
+            at,
+        ).model_copy(update={"job": job, "attempts": attempts})
+        outputs.append(pipe.out("deadletter", pipe.settings.topic("jobs"), letter))
+        await publish(outputs)
+
+    def _previous(self, job: JobCommand) -> JobResult | None:
+        if self.last is None:
+            return None
+        state = unguard(self.last.get(f"{job.tenant}/{job.image_digest}")).state
+        return JobResult.model_validate_json(state) if state else None
+
+
+def result_outputs(pipe: Pipeline, result: JobResult) -> list[Output]:
+    return [
+        pipe.out("job-results", result.image_digest, result),
+        pipe.out("run-inputs", result.run_id, result),
+    ]
+
+
+def register(pipe: Pipeline, executor: Executor, before_execute: Any = None) -> Runner:
+    app, settings = pipe.app, pipe.settings
+    queue = pipe.table("queue")
+    last = pipe.table("last-results")
+    caps = Caps(total=max(1, settings.executor_concurrency), **_scaled_caps(settings.executor_concurrency))
+    policy = RetryPolicy(
+        base_delay_s=settings.retry_base_seconds,
+        max_delay_s=max(settings.retry_base_seconds, settings.retry_max_seconds),
+        max_attempts=settings.retry_max_attempts,
+    )
+    runner = Runner(pipe, executor, caps, policy, before_execute)
+    runner.last = last
+
+    def current(job_id: str) -> bytes | None:
+        return unguard(queue.get(job_id)).state
+
+    @app.agent(pipe.source("jobs", "job-attempts", "job-results"), name="jobs")
+    async def job_agent(stream: faust.StreamT[Any]) -> None:
+        async def handle(event: faust.EventT[Any]) -> None:
+            decoded = await pipe.decode(event)
+            if decoded is None:
+                return
+            model = decoded.model
+            if isinstance(model, JobCommand):
+                job = model
+
+                def enqueue(state: bytes | None, job: JobCommand = job) -> tuple[bytes | None, list[Output]]:
+                    return (state if state else Entry(job).encode()), []
+
+                if current(job.job_id) is None:
+                    await apply_guarded(queue, job.job_id, event, enqueue)
+                    state = current(job.job_id)
+                    if state and state != DONE:
+                        runner.offer(Entry.decode(state))
+            elif isinstance(model, JobAttempt):
+                attempt = model
+
+                def retry(
+                    state: bytes | None, attempt: JobAttempt = attempt
+                ) -> tuple[bytes | None, list[Output]]:
+                    if not state or state == DONE:
+                        return state, []
+                    entry = Entry.decode(state)
+                    if len(attempt.attempts) <= len(entry.attempts):
+                        return state, []  # an older report, redelivered
+                    return Entry(entry.job, attempt.attempts, attempt.next_at, attempt.due_at).encode(), []
+
+                await apply_guarded(queue, attempt.job_id, event, retry)
+            elif isinstance(model, JobCancel):
+                cancel = model
+                state = current(cancel.job_id)
+                if state and state != DONE and cancel.job_id not in runner.running.jobs:
+                    entry = Entry.decode(state)
+                    runner.forget(cancel.job_id)
+                    skipped = skipped_result(entry.job, finished_at=cancel.at)
+
+                    def skip(
+                        _state: bytes | None, skipped: JobResult = skipped
+                    ) -> tuple[bytes | None, list[Output]]:
+                        return DONE, result_outputs(pipe, skipped)
+
+                    await apply_guarded(queue, cancel.job_id, event, skip)
+            elif isinstance(model, JobResult):
+                result = model
+                if result.status == "completed":
+                    latest = result.model_dump_json(by_alias=True).encode()
+
+                    def remember(
+                        _state: bytes | None, latest: bytes = latest
+                    ) -> tuple[bytes | None, list[Output]]:
+                        return latest, []
+
+                    await apply_guarded(last, f"{result.tenant}/{result.image_digest}", event, remember)
+                await apply_guarded(queue, result.job_id, event, lambda _s: (DONE, []))
+                runner.forget(result.job_id)
+                observe.job_result(result)
+
+        await pipe.run(stream, "jobs", handle)
+
+    @app.task
+    async def run_jobs() -> None:
+        await runner.run()
+
+    @app.timer(interval=2.0)
+    async def reconcile() -> None:
+        # After a restart or a rebalance the recovered table holds jobs the runner has never seen.
+        for job_id, raw in list(queue.items()):
+            state = unguard(raw).state
+            if state and state != DONE and job_id not in runner.entries and job_id not in runner.running.jobs:
+                runner.offer(Entry.decode(state))
+
+    return runner
+
+
+def _scaled_caps(total: int) -> dict[str, Any]:
+    """Per-class caps proportional to the worker's concurrency; emergency keeps reserved slots."""
+    total = max(1, total)
+    reserve_emergency = max(1, total // 4) if total > 1 else 0
+    reserve_high = max(0, total // 8)
+    if reserve_emergency + reserve_high > total:
+        reserve_high = 0
+    return {
+        "per_class": {
+            "emergency": total,
+            "high": total,
+            "normal": max(1, total - reserve_emergency),
+            "background": max(1, total - reserve_emergency - reserve_high),
+        },
+        "reserved": {"emergency": reserve_emergency, "high": reserve_high, "normal": 0, "background": 0},
+        "per_tenant": {"emergency": total, "high": total, "normal": total, "background": total},
+    }

@@ -1,0 +1,135 @@
+"""What every stage shares: the faust app, its topics and tables, and the one decode path.
+
+A stage module exposes `register(pipe)` and defines its agents on `pipe.app`. Stages talk to each other
+only through topics (DESIGN.md §2), so each can be reasoned about, and tested, alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from aiokafka.errors import KafkaError
+from pydantic import BaseModel
+
+from agents import observe
+from agents.settings import Settings
+from agents.shell import Output, publish
+from agents.topology import topics as topic_specs
+from schemas.codec import Decoded, Rejected, dead_letter, decode, encode
+
+log = logging.getLogger("stella.agents")
+KAFKA_RETRIES = 5
+
+
+def raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
+    return app.topic(
+        name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions,
+        internal=False,
+    )
+
+
+@dataclass
+class Pipeline:
+    app: faust.App
+    settings: Settings
+    topics: dict[str, faust.TopicT] = field(default_factory=dict)
+    tables: dict[str, Any] = field(default_factory=dict)
+    logical: dict[str, str] = field(default_factory=dict)  # real topic name → logical name
+
+    @classmethod
+    def create(cls, settings: Settings) -> Pipeline:
+        app = faust.App(settings.app_id, **settings.faust_config())
+        pipe = cls(app, settings)
+        for spec in topic_specs(settings.topic_prefix, settings.partitions):
+            logical = spec.name[len(settings.topic_prefix) :]
+            pipe.topics[logical] = raw_topic(app, spec.name, spec.partitions)
+            pipe.logical[spec.name] = logical
+        return pipe
+
+    def source(self, *logical: str) -> faust.TopicT:
+        """One faust channel over several co-partitioned topics."""
+        names = [self.settings.topic(name) for name in logical]
+        return self.app.topic(
+            *names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
+
+    def table(self, name: str) -> Any:
+        """A changelog-backed table of raw bytes values (streams.guard framing) keyed by str."""
+        table = self.app.Table(name, key_type=str, value_type=bytes, partitions=self.settings.partitions)
+        self.tables[name] = table
+        return table
+
+    def out(self, logical: str, key: str | bytes | None, message: BaseModel | bytes) -> Output:
+        value = message if isinstance(message, bytes) else encode(message)
+        raw_key = key.encode() if isinstance(key, str) else key
+        return Output(self.topics[logical], raw_key, value)
+
+    def logical_of(self, event: faust.EventT[Any]) -> str:
+        return self.logical.get(event.message.topic, event.message.topic)
+
+    async def decode(self, event: faust.EventT[Any]) -> Decoded | None:
+        """Decode an event of any project topic; a bad one is dead-lettered and None returned."""
+        logical = self.logical_of(event)
+        result = decode(logical, event.key, event.value, self.settings.max_message_bytes)
+        if isinstance(result, Rejected):
+            await self.reject(event, result)
+            return None
+        return result
+
+    async def run(
+        self, stream: faust.StreamT[Any], agent: str, handle: Callable[[faust.EventT[Any]], Awaitable[None]]
+    ) -> None:
+        """The loop every agent runs. A broker hiccup is retried; any other failure while handling one
+        record dead-letters that record (original bytes, position, error) and the agent carries on."""
+        async for event in stream.events():
+            for attempt in range(1, KAFKA_RETRIES + 1):
+                try:
+                    await handle(event)
+                    observe.folded(agent)
+                    break
+                except KafkaError as exc:
+                    if attempt == KAFKA_RETRIES:
+                        raise  # let faust's supervisor restart the agent; the input is not committed
+                    log.warning("%s: broker error %r, retrying (%d/%d)", agent, exc, attempt, KAFKA_RETRIES)
+                    await asyncio.sleep(min(2**attempt, 10))
+                except Exception as exc:
+                    log.exception(
+                        "%s: failed on %s/%d@%d",
+                        agent,
+                        event.message.topic,
+                        event.message.partition,
+                        event.message.offset,
+                    )
+                    reason = f"{agent}: {type(exc).__name__}: {exc}"
+                    await self.reject(event, Rejected(self.logical_of(event), "processing-error", reason, ""))
+                    break
+
+    async def reject(self, event: faust.EventT[Any], rejected: Rejected) -> None:
+        message = event.message
+        # The record's own timestamp, not the wall clock: a replay dead-letters identically.
+        at = datetime.fromtimestamp(message.timestamp or 0, UTC)
+        letter = dead_letter(
+            rejected, message.topic, message.partition, message.offset, event.key, event.value, at
+        )
+        await publish([self.out("deadletter", message.topic, letter)])
+        log.warning(
+            "dead-lettered %s/%d@%d: %s: %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            rejected.reason,
+            rejected.message,
+            extra={"topic": message.topic, "partition": message.partition, "offset": message.offset},
+        )
+        observe.dead_letter(self.logical_of(event), rejected.reason)

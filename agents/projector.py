@@ -1,0 +1,132 @@
+"""Projects terminal and read-model topics into MongoDB (DESIGN.md §6).
+
+A plain aiokafka consumer group, not a faust agent: the checkpoints that matter live in MongoDB next to
+the documents, so on assignment each partition seeks to its Mongo checkpoint + 1 and Kafka's committed
+offsets are only a hint. It follows the active-projection pointer, so after `stella-sched rebuild`
+switches to freshly built collections the live projector continues from the rebuild's checkpoints.
+Projecting never produces to Kafka: replaying it cannot re-emit jobs or signed events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from pymongo import MongoClient
+
+from agents import observe
+from agents.settings import Settings
+from projections.fold import Position
+from projections.mongo_store import MongoStore, active_prefix
+from projections.store import Projector
+from schemas.codec import Decoded, decode
+
+log = logging.getLogger("stella.projector")
+
+PROJECTED = (
+    "jobs",
+    "job-results",
+    "run-events",
+    "sla-breaches",
+    "impacts",
+    "deadletter",
+    "cursors",
+    "policy",
+)
+
+
+def projector_group(settings: Settings) -> str:
+    return f"{settings.app_id}-projector"
+
+
+def positioned(settings: Settings, logical: str, record: Any) -> tuple[object, Position] | None:
+    """The message and its position, or None for records the read models do not use (ticks, rejects:
+    the stage that consumed them dead-lettered the bad ones already)."""
+    result = decode(logical, record.key, record.value, settings.max_message_bytes)
+    if not isinstance(result, Decoded) or result.model is None:
+        return None
+    return result.model, Position(record.topic, record.partition, record.offset)
+
+
+class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, service: ProjectorService) -> None:
+        self.service = service
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.service.projector.forget([(tp.topic, tp.partition) for tp in revoked])
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.service.seek(list(assigned))
+
+
+class ProjectorService:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.client: MongoClient[dict[str, Any]] = MongoClient(settings.mongo_url, tz_aware=True)
+        self.prefix = active_prefix(self.client, settings.mongo_db)
+        self.store = MongoStore(self.client, settings.mongo_db, self.prefix)
+        self.projector = Projector(
+            self.store, projector_group(settings), window_seconds=settings.window_seconds
+        )
+        self.consumer: AIOKafkaConsumer | None = None
+        self.logical = {settings.topic(t): t for t in PROJECTED}
+        self.ready = asyncio.Event()
+
+    async def seek(self, parts: list[TopicPartition]) -> None:
+        assert self.consumer is not None
+        for tp in parts:
+            position = await asyncio.to_thread(self.projector.seek_position, tp.topic, tp.partition)
+            self.consumer.seek(tp, position)
+
+    async def _follow_pointer(self) -> None:
+        prefix = await asyncio.to_thread(active_prefix, self.client, self.settings.mongo_db)
+        if prefix == self.prefix or self.consumer is None:
+            return
+        log.info("projection switched from %r to %r: continuing from its checkpoints", self.prefix, prefix)
+        self.prefix = prefix
+        self.store = MongoStore(self.client, self.settings.mongo_db, prefix)
+        self.projector = Projector(
+            self.store, projector_group(self.settings), window_seconds=self.settings.window_seconds
+        )
+        await self.seek(list(self.consumer.assignment()))
+
+    async def run(self) -> None:
+        await asyncio.to_thread(self.store.ensure_indexes)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=projector_group(self.settings),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+            max_partition_fetch_bytes=self.settings.max_message_bytes * 2,
+        )
+        self.consumer = consumer
+        await consumer.start()
+        consumer.subscribe(list(self.logical), listener=_Seek(self))
+        self.ready.set()
+        last_pointer_check = time.monotonic()
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=500, max_records=1000)
+                items = []
+                for tp, records in batch.items():
+                    logical = self.logical[tp.topic]
+                    for record in records:
+                        item = positioned(self.settings, logical, record)
+                        if item is not None:
+                            items.append(item)
+                if items:
+                    stats = await asyncio.to_thread(self.projector.process, items)
+                    observe.projection_writes(stats.updates)
+                if batch:
+                    await consumer.commit()
+                if time.monotonic() - last_pointer_check > 5:
+                    last_pointer_check = time.monotonic()
+                    await self._follow_pointer()
+        finally:
+            await consumer.stop()
+            self.client.close()

@@ -1,0 +1,186 @@
+"""The tenant-keyed stage: each tenant's image catalog and running state, policy / recheck resolution,
+and the impact windows that coalesce impacts into job commands (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from aiokafka.partitioner import murmur2
+
+from agents import observe
+from agents.pipeline import Pipeline
+from agents.shell import Output, apply_guarded
+from schemas.messages import (
+    ImageRemoved,
+    Impact,
+    Inventory,
+    JobCommand,
+    PolicyChange,
+    Recheck,
+    RuntimeEvent,
+    Tick,
+)
+from streams.guard import decode as unguard
+from streams.resolve import resolve_policy, resolve_recheck
+from streams.runs import RunPlanned
+from streams.tenants import (
+    apply_inventory_to_catalog,
+    apply_runtime,
+    decode_catalog,
+    decode_sites,
+    encode_catalog,
+    encode_sites,
+    set_running,
+)
+from streams.windows import WindowState, add_impact, decode_windows, encode_windows, flush_idle
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition the default (murmur2) partitioner gives a key: ticks must find their tenants."""
+    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+def job_outputs(pipe: Pipeline, jobs: list[JobCommand]) -> list[Output]:
+    """Job commands to the jobs topic, plus each run's plan (its complete job list) to the run stage."""
+    outputs = [pipe.out("jobs", job.image_digest, job) for job in jobs]
+    by_run: dict[str, list[JobCommand]] = defaultdict(list)
+    for job in jobs:
+        by_run[job.run_id].append(job)
+    for run_id in sorted(by_run):
+        run_jobs = by_run[run_id]
+        for job in run_jobs:
+            outputs.append(pipe.out("run-inputs", run_id, job))
+        planned = RunPlanned(
+            run_id=run_id,
+            tenant=run_jobs[0].tenant,
+            job_ids=sorted(j.job_id for j in run_jobs),
+            at=max(j.window_end for j in run_jobs),
+        )
+        outputs.append(pipe.out("run-inputs", run_id, planned))
+    observe.jobs_emitted(jobs)
+    return outputs
+
+
+def register(pipe: Pipeline) -> None:
+    app, settings = pipe.app, pipe.settings
+    catalog = pipe.table("catalog")
+    windows = pipe.table("windows")
+    sites = pipe.table("sites")
+    last_activity: dict[str, float] = {}
+    window, grace = settings.window_seconds, settings.grace_seconds
+
+    def running(tenant: str, digest: str) -> bool:
+        state = unguard(catalog.get(tenant)).state
+        if not state:
+            return False
+        meta = decode_catalog(state).images.get(digest)
+        return bool(meta and meta.running)
+
+    def fold_impacts(impacts: list[Impact]) -> Any:
+        def fold(state: bytes | None) -> tuple[bytes | None, list[Output]]:
+            current: WindowState | None = decode_windows(state) if state else None
+            jobs: list[JobCommand] = []
+            for impact in impacts:
+                if not impact.running and running(impact.tenant, impact.image_digest):
+                    impact = impact.model_copy(update={"running": True})
+                current, closed = add_impact(current, impact, window, grace)
+                jobs.extend(closed)
+            late_before = decode_windows(state).late if state else 0
+            observe.late((current.late if current else 0) - late_before)
+            return (encode_windows(current) if current else state), job_outputs(pipe, jobs)
+
+        return fold
+
+    async def to_windows(tenant: str, event: faust.EventT[Any], impacts: list[Impact]) -> None:
+        last_activity[tenant] = time.monotonic()
+        if impacts:
+            await apply_guarded(windows, tenant, event, fold_impacts(impacts))
+
+    async def on_tick(event: faust.EventT[Any], tick: Tick) -> None:
+        idle_after = settings.idle_flush_seconds
+        now = time.monotonic()
+        for tenant in sorted(set(windows.keys())):
+            if partition_of(tenant, settings.partitions) != event.message.partition:
+                continue
+            if now - last_activity.get(tenant, 0.0) < idle_after:
+                continue
+
+            def flush(state: bytes | None) -> tuple[bytes | None, list[Output]]:
+                current = decode_windows(state) if state else None
+                if current is None or not current.windows:
+                    return state, []
+                new_state, jobs = flush_idle(current, window)
+                return encode_windows(new_state), job_outputs(pipe, jobs)
+
+            await apply_guarded(windows, tenant, event, flush)
+
+    @app.agent(pipe.source("catalog-updates", "impacts", "policy", "rechecks"), name="tenant")
+    async def tenant_agent(stream: faust.StreamT[Any]) -> None:
+        async def handle(event: faust.EventT[Any]) -> None:
+            decoded = await pipe.decode(event)
+            if decoded is None:
+                return
+            model = decoded.model
+            tenant = (event.key or b"").decode(errors="replace")
+            if isinstance(model, Tick):
+                await on_tick(event, model)
+            elif isinstance(model, Impact):
+                await to_windows(model.tenant, event, [model])
+            elif isinstance(model, Inventory | ImageRemoved):
+                digest = model.image_digest
+                inventory = model if isinstance(model, Inventory) else None
+
+                def fold_catalog(
+                    state: bytes | None, digest: str = digest, inventory: Inventory | None = inventory
+                ) -> tuple[bytes | None, list[Output]]:
+                    current = decode_catalog(state) if state else None
+                    return encode_catalog(apply_inventory_to_catalog(current, digest, inventory)), []
+
+                await apply_guarded(catalog, model.tenant, event, fold_catalog)
+            elif isinstance(model, RuntimeEvent):
+                await on_runtime(event, model)
+            elif isinstance(model, PolicyChange | Recheck):
+                raw = unguard(catalog.get(model.tenant)).state
+                current_catalog = decode_catalog(raw) if raw else None
+                resolution = (
+                    resolve_policy(current_catalog, model)
+                    if isinstance(model, PolicyChange)
+                    else resolve_recheck(current_catalog, model)
+                )
+                observe.impacts_from(resolution.impacts)
+                await to_windows(model.tenant or tenant, event, resolution.impacts)
+
+        await pipe.run(stream, "tenant", handle)
+
+    async def on_runtime(event: faust.EventT[Any], runtime: RuntimeEvent) -> None:
+        key = f"{runtime.tenant}/{runtime.image_digest}"
+        raw = unguard(sites.get(key)).state
+        before = decode_sites(raw) if raw else None
+        after, impact = apply_runtime(before, runtime)
+        # Write order matters for crash safety: the consumer of derived data (windows) first, the state
+        # it was derived from (sites) last, so a redelivery recomputes the same impact if needed.
+        if impact is not None:
+            observe.impacts_from([impact])
+            await to_windows(runtime.tenant, event, [impact])
+        if (before is None) or (before.running != after.running):
+
+            def fold_running(state: bytes | None) -> tuple[bytes | None, list[Output]]:
+                current = decode_catalog(state) if state else None
+                return encode_catalog(set_running(current, runtime.image_digest, after.running)), []
+
+            await apply_guarded(catalog, runtime.tenant, event, fold_running)
+        await apply_guarded(sites, key, event, lambda _state: (encode_sites(after), []))
+
+    @app.timer(interval=max(1.0, settings.idle_flush_seconds / 2), on_leader=True)
+    async def send_ticks() -> None:
+        # One tick per partition of the impacts topic; only the leader sends, so a tick is not multiplied
+        # by the number of workers. Partitions with nothing open ignore it.
+        at = datetime.now(UTC).replace(microsecond=0)
+        topic = pipe.topics["impacts"]
+        for partition in range(settings.partitions):
+            tick = Tick(partition=partition, at=at)
+            await topic.send(key=b"tick", value=pipe.out("impacts", None, tick).value, partition=partition)

@@ -1,0 +1,128 @@
+"""`stella-sched worker`: one process running every stage of the topology (DESIGN.md §2).
+
+Run several with the same STELLA_APP_ID to scale out: faust spreads the partitions of every co-partitioned
+topic group over them (docs/partitioning.md)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from agents import index_stage, ingest_stage, job_stage, run_stage, signer_stage, tenant_stage
+from agents.executors import Executor, HttpExecutor, ReferenceExecutor
+from agents.knowledge import KnowledgeView
+from agents.pipeline import Pipeline
+from agents.projector import ProjectorService
+from agents.settings import Settings
+from signing.keys import ENV_VAR, SigningKey, generate_keypair, load_signing_key
+
+log = logging.getLogger("stella.worker")
+
+
+def signing_key(settings: Settings) -> SigningKey:
+    """The configured key; for local runs without one, a development key under run/keys (0600)."""
+    if settings.signing_key:
+        return load_signing_key(settings.signing_key)
+    if os.environ.get(ENV_VAR):
+        return load_signing_key()
+    private = Path(settings.data_dir).parent / "keys" / "dev-signing.json"
+    if private.exists():
+        return load_signing_key(private)
+    private.parent.mkdir(parents=True, exist_ok=True)
+    log.warning("no signing key configured: generated a development key in %s", private.parent)
+    return generate_keypair(private, private.parent / "dev-signing.pub.json")
+
+
+def make_executor(settings: Settings, knowledge: KnowledgeView) -> Executor:
+    if settings.executor == "http":
+        if not settings.executor_url:
+            raise SystemExit("configuration error: STELLA_EXECUTOR=http needs STELLA_EXECUTOR_URL")
+        return HttpExecutor(settings.executor_url, timeout_s=settings.executor_timeout_seconds)
+    if settings.executor != "reference":
+        raise SystemExit(f"configuration error: STELLA_EXECUTOR={settings.executor!r} (reference | http)")
+    return ReferenceExecutor(knowledge)
+
+
+def build(settings: Settings) -> Pipeline:
+    pipe = Pipeline.create(settings)
+    ingest_stage.register(pipe)
+    index_stage.register(pipe)
+    tenant_stage.register(pipe)
+    run_stage.register(pipe)
+    signer_stage.register(pipe, signing_key(settings))
+
+    knowledge = KnowledgeView(settings)
+    executor = make_executor(settings, knowledge)
+
+    async def wait_for_knowledge(_job: Any) -> None:
+        # A job is produced after its delta was folded upstream, so once the view has read up to the
+        # current end offsets it knows everything the job is about.
+        await knowledge.caught_up()
+
+    before = wait_for_knowledge if isinstance(executor, ReferenceExecutor) else None
+    job_stage.register(pipe, executor, before)
+    projector = ProjectorService(settings)
+
+    @pipe.app.task
+    async def knowledge_feed() -> None:
+        await knowledge.run()
+
+    @pipe.app.task
+    async def project() -> None:
+        await projector.run()
+
+    _health_pages(pipe, projector)
+    return pipe
+
+
+def _health_pages(pipe: Pipeline, projector: ProjectorService) -> None:
+    app = pipe.app
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "alive"})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        ready = projector.ready.is_set() and app.rebalancing is False
+        return web.json({"ready": ready}, status=200 if ready else 503)
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="stella-sched worker",
+        description="Run the scheduler's stream processing: ingest, index, impact windows, jobs, runs, "
+        "signing and MongoDB projections, in one process. Start several with the same STELLA_APP_ID "
+        "to share the partitions.",
+        epilog="Configuration comes from the environment (README, 'Configuration'): KAFKA_BOOTSTRAP, "
+        "MONGO_URL, STELLA_APP_ID, STELLA_TOPIC_PREFIX, STELLA_EXECUTOR, STELLA_SIGNING_KEY_FILE...\n"
+        "Example: KAFKA_BOOTSTRAP=127.0.0.1:9092 stella-sched worker --web-port 6066",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--web-port", type=int, help="port for /healthz, /readyz and /metrics (0: off)")
+    parser.add_argument("--loglevel", default=None, help="debug | info | warning | error")
+    args = parser.parse_args(argv)
+    overrides: dict[str, Any] = {}
+    if args.web_port is not None:
+        overrides["web_port"] = args.web_port
+    settings = Settings.from_env(**overrides)
+    pipe = build(settings)
+    worker = faust.Worker(pipe.app, loglevel=(args.loglevel or settings.log_level).lower())
+    worker.execute_from_commandline()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

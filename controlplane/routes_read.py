@@ -1,0 +1,229 @@
+"""GET endpoints over the read models, always filtered by the caller's tenant."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+
+from controlplane.deps import Consistent, Reader, RuntimeDep
+from controlplane.errors import ApiError
+from controlplane.paging import decode_cursor, encode_cursor
+from controlplane.views import cursor_view, deadletter_tenant, deadletter_view, image_view, public
+from projections.fold import (
+    CURSORS,
+    DEADLETTERS,
+    IMAGES,
+    JOBS,
+    RUNS,
+    WINDOWS,
+    Document,
+    image_id,
+    window_view,
+)
+from projections.store import MAX_PAGE, After, Page, ProjectionStore
+
+router = APIRouter(prefix="/api/v1")
+
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="page size")]
+CursorParam = Annotated[str | None, Query(max_length=2048, description="next_cursor of the previous page")]
+RunStateParam = Literal["planning", "queued", "running", "completed", "cancelled", "error"]
+JobStatusParam = Literal["queued", "running", "completed", "failed", "skipped"]
+DEADLETTER_SCAN = 2000  # documents examined per request at most; the cursor continues the scan
+
+
+def listing(kind: str, page: Page, items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"items": items, "next_cursor": encode_cursor(kind, page.next_after)}
+
+
+def not_found(what: str, ident: str) -> ApiError:
+    return ApiError(404, "not_found", f"{what} {ident!r} not found")
+
+
+def owned(doc: Document | None, tenant: str) -> Document | None:
+    return doc if doc is not None and doc.get("tenant") == tenant else None
+
+
+@router.get("/runs")
+async def list_runs(
+    principal: Reader,
+    rt: RuntimeDep,
+    _: None = Consistent,
+    state: RunStateParam | None = None,
+    limit: Limit = 100,
+    cursor: CursorParam = None,
+) -> dict[str, Any]:
+    """Runs ordered by (created_at, id), oldest first."""
+    where: dict[str, Any] = {"tenant": principal.tenant}
+    if state is not None:
+        where["state"] = state
+    after = decode_cursor("runs", cursor)
+    page = await rt.db(lambda s: s.find(RUNS, where, sort="created_at", after=after, limit=limit))
+    return listing("runs", page, [public(d) for d in page.items])
+
+
+async def _run(rt: RuntimeDep, tenant: str, run_id: str) -> Document:
+    doc = owned(await rt.db(lambda s: s.get(RUNS, run_id)), tenant)
+    if doc is None:
+        raise not_found("run", run_id)
+    return doc
+
+
+@router.get("/runs/{run_id}")
+async def get_run(run_id: str, principal: Reader, rt: RuntimeDep, _: None = Consistent) -> dict[str, Any]:
+    return public(await _run(rt, principal.tenant, run_id))
+
+
+def job_delta(doc: Document) -> dict[str, Any]:
+    keys = ("image_digest", "status", "verdict", "previous_verdict", "delta", "counts", "kev_hits", "error")
+    return {"job_id": doc["_id"], **{k: doc.get(k) for k in keys}}
+
+
+@router.get("/runs/{run_id}/deltas")
+async def run_deltas(
+    run_id: str,
+    principal: Reader,
+    rt: RuntimeDep,
+    _: None = Consistent,
+    limit: Limit = 100,
+    cursor: CursorParam = None,
+) -> dict[str, Any]:
+    """The run's DeltaSummary and its jobs' findings deltas (paged by job id)."""
+    run = await _run(rt, principal.tenant, run_id)
+    after = decode_cursor("deltas:" + run_id, cursor)
+    where = {"tenant": principal.tenant, "run_id": run_id}
+    page = await rt.db(lambda s: s.find(JOBS, where, after=after, limit=limit))
+    return {
+        "run_id": run_id,
+        "state": run.get("state"),
+        "summary": run.get("summary"),
+        "jobs": [job_delta(d) for d in page.items],
+        "next_cursor": encode_cursor("deltas:" + run_id, page.next_after),
+    }
+
+
+@router.get("/jobs")
+async def list_jobs(
+    principal: Reader,
+    rt: RuntimeDep,
+    _: None = Consistent,
+    run_id: Annotated[str | None, Query(max_length=200)] = None,
+    status: JobStatusParam | None = None,
+    image_digest: Annotated[str | None, Query(max_length=300)] = None,
+    limit: Limit = 100,
+    cursor: CursorParam = None,
+) -> dict[str, Any]:
+    """Jobs ordered by id."""
+    where: dict[str, Any] = {"tenant": principal.tenant}
+    for key, value in (("run_id", run_id), ("status", status), ("image_digest", image_digest)):
+        if value is not None:
+            where[key] = value
+    after = decode_cursor("jobs", cursor)
+    page = await rt.db(lambda s: s.find(JOBS, where, after=after, limit=limit))
+    return listing("jobs", page, [public(d) for d in page.items])
+
+
+@router.get("/jobs/{job_id}")
+async def get_job(job_id: str, principal: Reader, rt: RuntimeDep, _: None = Consistent) -> dict[str, Any]:
+    doc = owned(await rt.db(lambda s: s.get(JOBS, job_id)), principal.tenant)
+    if doc is None:
+        raise not_found("job", job_id)
+    return public(doc)
+
+
+@router.get("/images")
+async def list_images(
+    principal: Reader,
+    rt: RuntimeDep,
+    _: None = Consistent,
+    verdict: Literal["pass", "fail", "unknown"] | None = None,
+    limit: Limit = 100,
+    cursor: CursorParam = None,
+) -> dict[str, Any]:
+    """The tenant's images (latest status and findings), ordered by digest."""
+    where: dict[str, Any] = {"tenant": principal.tenant}
+    if verdict is not None:
+        where["verdict"] = verdict
+    after = decode_cursor("images", cursor)
+    page = await rt.db(lambda s: s.find(IMAGES, where, after=after, limit=limit))
+    return listing("images", page, [image_view(d) for d in page.items])
+
+
+@router.get("/images/{digest}")
+async def get_image(digest: str, principal: Reader, rt: RuntimeDep, _: None = Consistent) -> dict[str, Any]:
+    doc = owned(await rt.db(lambda s: s.get(IMAGES, image_id(principal.tenant, digest))), principal.tenant)
+    if doc is None:
+        raise not_found("image", digest)
+    return image_view(doc)
+
+
+@router.get("/windows")
+async def list_windows(
+    principal: Reader,
+    rt: RuntimeDep,
+    _: None = Consistent,
+    limit: Limit = 100,
+    cursor: CursorParam = None,
+) -> dict[str, Any]:
+    """Impact windows ordered by start."""
+    after = decode_cursor("windows", cursor)
+    where = {"tenant": principal.tenant}
+    page = await rt.db(lambda s: s.find(WINDOWS, where, sort="window_start", after=after, limit=limit))
+    return listing("windows", page, [public(window_view(d)) for d in page.items])
+
+
+def _scan_deadletters(store: ProjectionStore, tenant: str, after: After | None, limit: int) -> Page:
+    """The tenant's dead letters by id. Attribution needs the document, so this scans by id; a page stops
+    after ``DEADLETTER_SCAN`` documents and may then hold fewer than ``limit`` items (never wrong ones)."""
+    items: list[Document] = []
+    examined = 0
+    cursor = after
+    while True:
+        batch = store.find(DEADLETTERS, None, after=cursor, limit=min(MAX_PAGE, max(limit + 1, 200)))
+        for doc in batch.items:
+            examined += 1
+            if deadletter_tenant(doc) == tenant:
+                if len(items) == limit:
+                    last = items[-1]["_id"]
+                    return Page(items, (last, last))
+                items.append(doc)
+            cursor = (doc["_id"], doc["_id"])
+            if examined >= DEADLETTER_SCAN and batch.items:
+                return Page(items, cursor)
+        if batch.next_after is None:
+            return Page(items, None)
+
+
+@router.get("/deadletters")
+async def list_deadletters(
+    principal: Reader,
+    rt: RuntimeDep,
+    _: None = Consistent,
+    limit: Limit = 100,
+    cursor: CursorParam = None,
+) -> dict[str, Any]:
+    """Dead letters attributable to the tenant (failed jobs, tenant-scoped inputs), ordered by id."""
+    after = decode_cursor("deadletters", cursor)
+    page = await rt.db(lambda s: _scan_deadletters(s, principal.tenant, after, limit))
+    return listing("deadletters", page, [deadletter_view(d) for d in page.items])
+
+
+async def owned_deadletter(rt: RuntimeDep, tenant: str, dl_id: str) -> Document:
+    doc = await rt.db(lambda s: s.get(DEADLETTERS, dl_id))
+    if doc is None or deadletter_tenant(doc) != tenant:
+        raise not_found("dead letter", dl_id)
+    return doc
+
+
+@router.get("/deadletters/{dl_id:path}")
+async def get_deadletter(
+    dl_id: str, principal: Reader, rt: RuntimeDep, _: None = Consistent
+) -> dict[str, Any]:
+    return deadletter_view(await owned_deadletter(rt, principal.tenant, dl_id))
+
+
+@router.get("/cursors")
+async def list_cursors(principal: Reader, rt: RuntimeDep, _: None = Consistent) -> dict[str, Any]:
+    """How far each source feed has been folded (global feeds; other tenants' policy ids redacted)."""
+    page = await rt.db(lambda s: s.find(CURSORS, None, limit=MAX_PAGE))
+    return {"items": [cursor_view(d, principal.tenant) for d in page.items]}

@@ -1,0 +1,1 @@
+"""Metrics, structured logs and health checks shared by the worker and the HTTP API (DESIGN.md §9)."""
