@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv up down status logs test test-unit lint run worker bench schemas clean
+.PHONY: help venv up down status logs test test-unit lint run worker bench schemas clean promtool
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -35,8 +35,12 @@ logs:  ## tail the service logs
 	-@bash ops/kafka.sh logs 40
 	-@bash ops/ferretdb.sh logs 40
 
-test: up  ## the test suite, unit and integration, against the real services
+test: up promtool  ## the test suite, unit and integration, against the real services
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+promtool:  ## install promtool (Debian's prometheus package) when missing; the alert-rule tests need it
+	@command -v promtool >/dev/null || { echo "installing promtool (apt-get install prometheus)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 test-unit: venv  ## pure tests only (no services)
 	$(PY) -m pytest -m 'not integration' $(PYTEST_ARGS)

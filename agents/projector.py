@@ -35,6 +35,10 @@ PROJECTED = (
     "deadletter",
     "cursors",
     "policy",
+    # Not folded into documents, but checkpointed: the API's read-your-writes (`min_position`) waits
+    # on the projector having passed the position a recheck or runtime write produced.
+    "rechecks",
+    "runtime",
 )
 
 

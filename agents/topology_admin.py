@@ -11,18 +11,29 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from agents.topology import TopicSpec, topics
 
 
-async def ensure_topics(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
-    """Create the topics that do not exist yet; return the names created."""
+async def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 60.0) -> list[str]:
+    """Create the topics that do not exist yet and wait until the broker lists them all; return the
+    names created. aiokafka reports per-topic failures in the response rather than raising, and a topic
+    still being deleted cannot be re-created yet, so this retries until every topic is there."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
     await admin.start()
+    created: list[str] = []
     try:
-        existing = set(await admin.list_topics())
-        missing = [s for s in specs if s.name not in existing]
-        if missing:
-            await admin.create_topics(
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            existing = set(await admin.list_topics())
+            missing = [s for s in specs if s.name not in existing]
+            if not missing:
+                return created
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"topics still missing after {timeout:.0f} s: {[s.name for s in missing]}")
+            response = await admin.create_topics(
                 [NewTopic(s.name, s.partitions, 1, topic_configs=dict(s.config)) for s in missing]
             )
-        return [s.name for s in missing]
+            failed = {name for name, code, *_ in response.topic_errors if code not in (0, 36)}  # 36: exists
+            created += [s.name for s in missing if s.name not in failed]
+            if failed:
+                await asyncio.sleep(0.5)
     finally:
         await admin.close()
 

@@ -1,0 +1,260 @@
+"""`stella-sched demo` (behind `make run`): the whole product on a small feed of real files.
+
+It resets the demo topics and database, starts a worker and the HTTP control plane in the background,
+then publishes ops/demo/feed in phases (inventories, advisories, VEX, a policy revision, a runtime event)
+and after each phase waits for the runs it caused and prints their DeltaSummary. The processes keep
+running afterwards so you can query them; `make down` stops them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient
+from pymongo import MongoClient
+
+REPO = Path(__file__).resolve().parents[1]
+FEED = REPO / "ops" / "demo" / "feed"
+RUN = Path(os.environ.get("RUN_DIR", REPO / "run"))
+PREFIX = "demo."
+TENANT = "demo"
+CERN_DIGEST = "sha256:5e4c1f0d9a3b7c2e8f6a1d0b9c8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e"
+WORKER_PORT = int(os.environ.get("STELLA_DEMO_WORKER_PORT", "6066"))
+API_PORT = int(os.environ.get("STELLA_API_PORT", "8080"))
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def demo_env(bootstrap: str, mongo: str, app_id: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP": bootstrap,
+        "MONGO_URL": mongo,
+        "STELLA_TOPIC_PREFIX": PREFIX,
+        "STELLA_APP_ID": app_id,
+        "STELLA_MONGO_DB": "stella_demo",
+        "STELLA_DATA_DIR": str(RUN / "demo-data"),
+        "STELLA_WINDOW_SECONDS": "5",
+        "STELLA_GRACE_SECONDS": "1",
+        "STELLA_IDLE_FLUSH_SECONDS": "2",
+        "STELLA_PUBLIC_KEYS": str(RUN / "keys"),
+        "STELLA_SIGNING_KEY_FILE": str(RUN / "keys" / "demo-signing.key"),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+async def reset_topics(bootstrap: str) -> None:
+    """Drop the previous demo's topics (and its faust changelogs) so the demo always starts clean."""
+    from agents.topology import topics
+    from agents.topology_admin import ensure_topics
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        old = [t for t in await admin.list_topics() if t.startswith((PREFIX, "stella-demo-"))]
+        if old:
+            await admin.delete_topics(old)
+            for _ in range(60):
+                if not set(old) & set(await admin.list_topics()):
+                    break
+                await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
+    for _ in range(20):
+        try:
+            await ensure_topics(bootstrap, topics(PREFIX))
+            return
+        except Exception:  # deletion is asynchronous on the broker: re-creating can race it
+            await asyncio.sleep(1)
+    await ensure_topics(bootstrap, topics(PREFIX))
+
+
+def start(name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    log = (RUN / f"demo-{name}.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *args],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    (RUN / f"demo-{name}.pid").write_text(str(proc.pid))
+    return proc
+
+
+def stop_previous() -> None:
+    for pid_file in RUN.glob("demo-*.pid"):
+        try:
+            os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+        except (ProcessLookupError, ValueError, PermissionError):
+            pass
+        pid_file.unlink(missing_ok=True)
+
+
+def publish(env: dict[str, str], kind: str, *paths: str, extra: tuple[str, ...] = ()) -> None:
+    from cli.main import main as cli
+
+    os.environ.update({"KAFKA_BOOTSTRAP": env["KAFKA_BOOTSTRAP"], "STELLA_TOPIC_PREFIX": PREFIX})
+    code = cli(["publish", kind, *paths, "--quiet", *extra])
+    if code not in (0,):
+        raise SystemExit(f"demo: publishing {kind} failed (exit {code})")
+
+
+def runs_snapshot(db: Any) -> dict[str, dict[str, Any]]:
+    return {doc["_id"]: doc for doc in db.runs.find({})}
+
+
+def wait_for_runs(
+    db: Any, before: set[str], worker: subprocess.Popen[bytes], timeout: float = 120
+) -> list[dict[str, Any]]:
+    """New runs caused by the last phase, once all are terminal and no new one appeared for a while."""
+    deadline = time.monotonic() + timeout
+    stable_since, last_ids = time.monotonic(), set(before)
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise SystemExit(
+                f"demo: the worker exited (code {worker.returncode}); see {RUN / 'demo-worker.log'}"
+            )
+        runs = runs_snapshot(db)
+        new = {k: v for k, v in runs.items() if k not in before}
+        if set(runs) != last_ids:
+            last_ids, stable_since = set(runs), time.monotonic()
+        done = new and all(r.get("state") in ("completed", "cancelled", "error") for r in new.values())
+        if done and time.monotonic() - stable_since > 4:
+            return sorted(new.values(), key=lambda r: (r.get("created_at", ""), r["_id"]))
+        time.sleep(0.5)
+    raise SystemExit(f"demo: runs did not complete within {timeout:.0f} s; see {RUN / 'demo-worker.log'}")
+
+
+def show(title: str, runs: list[dict[str, Any]]) -> None:
+    say(f"\n== {title}")
+    for run in runs:
+        s = run.get("summary") or {}
+        say(
+            f"  {run['_id']}  {run.get('state')}  window {run.get('created_at')}  jobs {run.get('jobs_total')}  "
+            f"images {s.get('images', 0)}  +{s.get('added', 0)} -{s.get('removed', 0)} "
+            f"~{s.get('severity_changed', 0)}  new critical {s.get('new_critical', 0)} high {s.get('new_high', 0)} "
+            f"KEV {s.get('kev_hits', 0)}  verdict→fail {s.get('verdict_to_fail', 0)} →pass {s.get('verdict_to_pass', 0)}"
+        )
+        if s.get("new_findings"):
+            say(f"      new findings: {', '.join(s['new_findings'])}")
+        if not s.get("added") and not s.get("removed") and not s.get("severity_changed"):
+            say("      no change")
+
+
+def verify_signed(bootstrap: str) -> str:
+    from cli.main import main as cli
+
+    code = cli(
+        [
+            "verify",
+            "--topic",
+            "--from-beginning",
+            "--timeout",
+            "5",
+            "--public-keys",
+            str(RUN / "keys"),
+            "--bootstrap",
+            bootstrap,
+            "--topic-prefix",
+            PREFIX,
+        ]
+    )
+    return "all signed events verified" if code == 0 else f"verification FAILED (exit {code})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="stella-sched demo",
+        description="Run the end-to-end demo on the real services (start them first: `make up`).",
+    )
+    parser.add_argument("--no-api", action="store_true", help="do not start the HTTP control plane")
+    args = parser.parse_args(argv)
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    mongo = os.environ.get("MONGO_URL", "mongodb://127.0.0.1:27017/")
+    RUN.mkdir(parents=True, exist_ok=True)
+    stop_previous()
+
+    from signing.keys import generate_keypair
+
+    keys = RUN / "keys"
+    keys.mkdir(exist_ok=True)
+    if not (keys / "demo-signing.key").exists():
+        generate_keypair(keys / "demo-signing.key", keys / "demo-signing.pub.json")
+
+    say("demo: resetting the demo topics and database")
+    asyncio.run(reset_topics(bootstrap))
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo)
+    client.drop_database("stella_demo")
+    db = client["stella_demo"]
+
+    env = demo_env(bootstrap, mongo, f"stella-demo-{int(time.time())}")
+    worker = start("worker", ["agents.worker", "--web-port", str(WORKER_PORT)], env)
+    if not args.no_api:
+        start("api", ["controlplane.server", "--port", str(API_PORT)], env)
+    say(f"demo: worker started (pid {worker.pid}, log {RUN / 'demo-worker.log'})")
+
+    phases: list[tuple[str, str, list[str], tuple[str, ...]]] = [
+        (
+            "",
+            "sbom",
+            [str(FEED / "sbom" / "cern-lhc-vdm-editor.json")],
+            (
+                "--tenant",
+                TENANT,
+                "--image-digest",
+                CERN_DIGEST,
+                "--repository",
+                "registry.cern.example/vdm-editor",
+            ),
+        ),
+        (
+            "inventories: two images, first evaluation",
+            "sbom",
+            [str(FEED / "sbom" / "alpine-cyclonedx.json")],
+            ("--tenant", TENANT),
+        ),
+        ("advisory deltas: GHSA and PyPA records", "osv", [str(FEED / "osv")], ()),
+        ("VEX: minimist@0.0.8 is not affected by GHSA-vh95-rmgr-6w4m", "vex", [str(FEED / "vex")], ()),
+        ("policy revision 2 activated (fail only on critical or KEV)", "policy", [str(FEED / "policy")], ()),
+        (
+            "runtime: vdm-editor starts running in prod (high priority)",
+            "runtime",
+            [str(FEED / "runtime")],
+            (),
+        ),
+    ]
+    for title, kind, paths, extra in phases:
+        before = set(runs_snapshot(db))
+        publish(env, kind, *paths, extra=extra)
+        if not title:
+            continue
+        show(title, wait_for_runs(db, before, worker))
+
+    say(f"\n{verify_signed(bootstrap)}")
+    images = list(db.images.find({}, {"findings": 0}))
+    for image in sorted(images, key=lambda d: d["_id"]):
+        say(f"image {image['_id']}: verdict {image.get('verdict')}  counts {image.get('counts')}")
+    say(
+        "\nStill running (stop with `make down`):\n"
+        f"  worker metrics  http://127.0.0.1:{WORKER_PORT}/metrics\n"
+        f"  control plane   http://127.0.0.1:{API_PORT}/docs\n"
+        f"  read models     STELLA_MONGO_DB=stella_demo stella-sched query runs --tenant {TENANT}\n"
+        f"  signed events   stella-sched tail --topic-prefix {PREFIX} --public-keys {keys}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
