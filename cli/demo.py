@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -95,10 +96,8 @@ def start(name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[b
 
 def stop_previous() -> None:
     for pid_file in RUN.glob("demo-*.pid"):
-        try:
+        with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
             os.killpg(int(pid_file.read_text()), signal.SIGTERM)
-        except (ProcessLookupError, ValueError, PermissionError):
-            pass
         pid_file.unlink(missing_ok=True)
 
 
