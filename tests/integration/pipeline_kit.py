@@ -63,9 +63,19 @@ def inventories() -> list[Inventory]:
 def advisories(at: datetime) -> list[AdvisoryDelta]:
     out: list[AdvisoryDelta] = []
     for path in sorted((shared_data() / "osv/ghsa").glob("GHSA-*.json")):
-        result = parse_file("osv", path.read_bytes(), path.name, tenant=None, image_digest=None,
-                            repository=None, observed_at=None, kev_ids=frozenset())
-        out += [m.model_copy(update={"modified": at}) for m in result.messages if isinstance(m, AdvisoryDelta)]
+        result = parse_file(
+            "osv",
+            path.read_bytes(),
+            path.name,
+            tenant=None,
+            image_digest=None,
+            repository=None,
+            observed_at=None,
+            kev_ids=frozenset(),
+        )
+        out += [
+            m.model_copy(update={"modified": at}) for m in result.messages if isinstance(m, AdvisoryDelta)
+        ]
     return out
 
 
@@ -76,8 +86,16 @@ def vex_minimist(at: datetime) -> list[VexStatement]:
         b'"GHSA-vh95-rmgr-6w4m"},"products":[{"@id":"pkg:npm/minimist@0.0.8"}],"status":"not_affected",'
         b'"justification":"vulnerable_code_not_in_execute_path"}]}'
     )
-    result = parse_file("vex", doc, "test.vex.json", tenant=None, image_digest=None, repository=None,
-                        observed_at=None, kev_ids=frozenset())
+    result = parse_file(
+        "vex",
+        doc,
+        "test.vex.json",
+        tenant=None,
+        image_digest=None,
+        repository=None,
+        observed_at=None,
+        kev_ids=frozenset(),
+    )
     assert result.ok, result.errors
     return [m.model_copy(update={"timestamp": at}) for m in result.messages if isinstance(m, VexStatement)]
 
@@ -134,7 +152,9 @@ class Pipeline:
 
     def add_worker(self, extra_env: dict[str, str] | None = None) -> Worker:
         n = len(self.workers)
-        worker = Worker(["-m", "agents.worker"], {**self.env(), **(extra_env or {})}, self.home / f"worker{n}.log")
+        worker = Worker(
+            ["-m", "agents.worker"], {**self.env(), **(extra_env or {})}, self.home / f"worker{n}.log"
+        )
         self.workers.append(worker.start())
         return worker
 
@@ -177,7 +197,9 @@ class Pipeline:
                 return
             await asyncio.sleep(1.0)
         logs = "\n".join(w.output()[-3000:] for w in self.workers)
-        raise AssertionError(f"pipeline did not settle within {timeout:.0f} s (jobs/results/runs {last})\n{logs}")
+        raise AssertionError(
+            f"pipeline did not settle within {timeout:.0f} s (jobs/results/runs {last})\n{logs}"
+        )
 
     def stop(self) -> None:
         for worker in self.workers:

@@ -15,6 +15,7 @@ from schemas.messages import JobCommand, JobResult
 from signing.dsse import verify
 from signing.keys import load_public_keys
 from streams.preview import preview
+from tests.integration.kit import produce
 from tests.integration.pipeline_kit import (
     CERN_A,
     Pipeline,
@@ -23,7 +24,6 @@ from tests.integration.pipeline_kit import (
     later,
     vex_minimist,
 )
-from tests.integration.kit import produce
 
 GHSA_NPM = {"GHSA-6fc8-4gx4-v693", "GHSA-f8q6-p94x-37v3", "GHSA-gxpj-cx7g-858c", "GHSA-vh95-rmgr-6w4m"}
 
@@ -34,7 +34,11 @@ async def run_scenario(pipe: Pipeline) -> None:
     await pipe.settle()
     await pipe.publish(advisories(later(60)))
     await pipe.settle()
-    await produce(pipe.bootstrap, f"{pipe.prefix}advisories", [(b"broken", b'{"schema": "scheduler.advisory@1", "id": 7')])
+    await produce(
+        pipe.bootstrap,
+        f"{pipe.prefix}advisories",
+        [(b"broken", b'{"schema": "scheduler.advisory@1", "id": 7')],
+    )
     await pipe.publish(vex_minimist(later(120)))
     await pipe.settle()
 
@@ -58,7 +62,11 @@ async def test_stream_end_to_end(
         # 1. The stream emits exactly the jobs `preview` computes from the same inputs.
         jobs = [JobCommand.model_validate(d) for d in decoded(await pipe.records("jobs"))]
         expected = preview(
-            inventories(), advisories(later(60)), vex_minimist(later(120)), window=30, grace=5,
+            inventories(),
+            advisories(later(60)),
+            vex_minimist(later(120)),
+            window=30,
+            grace=5,
             include_inventory_impacts=True,
         )
         assert sorted(j.job_id for j in jobs) == sorted(j.job_id for j in expected.jobs)
