@@ -30,8 +30,9 @@ async def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float =
             response = await admin.create_topics(
                 [NewTopic(s.name, s.partitions, 1, topic_configs=dict(s.config)) for s in missing]
             )
-            failed = {name for name, code, *_ in response.topic_errors if code not in (0, 36)}  # 36: exists
-            created += [s.name for s in missing if s.name not in failed]
+            codes = {name: code for name, code, *_ in response.topic_errors}
+            created += [s.name for s in missing if codes.get(s.name) == 0]
+            failed = {name for name, code in codes.items() if code not in (0, 36)}  # 36: already exists
             if failed:
                 await asyncio.sleep(0.5)
     finally:

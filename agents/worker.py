@@ -14,7 +14,7 @@ from typing import Any
 
 import faust
 
-from agents import index_stage, ingest_stage, job_stage, run_stage, signer_stage, tenant_stage
+from agents import index_stage, ingest_stage, job_stage, observe, run_stage, signer_stage, tenant_stage
 from agents.executors import Executor, HttpExecutor, ReferenceExecutor
 from agents.knowledge import KnowledgeView
 from agents.pipeline import Pipeline
@@ -82,22 +82,57 @@ def build(settings: Settings) -> Pipeline:
 
 
 def _health_pages(pipe: Pipeline, projector: ProjectorService) -> None:
-    app = pipe.app
+    from telemetry import health, metrics
+
+    app, settings = pipe.app, pipe.settings
+    tables: Any = app.tables  # TableManager; its `recovery` is not on the public type
+
+    def recovered() -> bool:
+        return bool(tables.recovery.completed.is_set())
+
+    readiness = health.Readiness()
+    readiness.add("kafka", lambda: health.kafka_reachable(settings.kafka_bootstrap))
+    readiness.add("mongo", lambda: health.mongo_reachable(settings.mongo_url))
+    readiness.add(
+        "tables_recovered",
+        health.flag_check(
+            lambda: recovered() and not app.rebalancing,
+            "recovered",
+            "recovering or rebalancing",
+        ),
+    )
+    readiness.add("projector", health.flag_check(projector.ready.is_set, "assigned", "starting"))
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
-        return web.json({"status": "alive"})
+        ok, body = health.liveness()
+        return web.json(body, status=health.status_code(ok))
 
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
-        ready = projector.ready.is_set() and app.rebalancing is False
-        return web.json({"ready": ready}, status=200 if ready else 503)
+        ok, body = await health.check(readiness)
+        metrics.set_tables_recovered(recovered())
+        return web.json(body, status=health.status_code(ok))
 
     @app.page("/metrics")
-    async def metrics(web: Any, request: Any) -> Any:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    async def metrics_page(web: Any, request: Any) -> Any:
+        body, content_type = metrics.render()
+        return web.bytes(body, content_type=content_type.split(";")[0])
 
-        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+class JsonLogWorker(faust.Worker):
+    """faust's worker with the project's structured JSON logs (telemetry.logs) instead of its console
+    format: one line per record, tenant / run / job / topic / partition / offset as fields, secrets
+    redacted."""
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        from telemetry.logs import configure_logging, is_stella_handler
+
+        super().on_setup_root_logger(logger, level)
+        configure_logging(logging.getLevelName(level))
+        for handler in list(logger.handlers):
+            if not is_stella_handler(handler):
+                logger.removeHandler(handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides["web_port"] = args.web_port
     settings = Settings.from_env(**overrides)
     pipe = build(settings)
-    worker = faust.Worker(pipe.app, loglevel=(args.loglevel or settings.log_level).lower())
+    worker = JsonLogWorker(pipe.app, loglevel=(args.loglevel or settings.log_level).lower())
+    observe.worker_up(True)
     worker.execute_from_commandline()
     return 0
 

@@ -164,6 +164,11 @@ class _StellaHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks the handler configure_logging installed, so calling it again replaces it."""
 
 
+def is_stella_handler(handler: logging.Handler) -> bool:
+    """True for handlers this module installed (callers that manage logging drop the others)."""
+    return isinstance(handler, _StellaHandler)
+
+
 def json_handler(stream: TextIO | None = None) -> logging.Handler:
     """A handler with the JSON formatter and the redaction filter, for code that manages its own logging
     (faust's Worker takes ``loghandlers=[json_handler()]``)."""
