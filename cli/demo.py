@@ -36,14 +36,14 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def demo_env(bootstrap: str, mongo: str, app_id: str) -> dict[str, str]:
+def demo_env(bootstrap: str, mongo: str, app_id: str, db_name: str) -> dict[str, str]:
     return {
         **os.environ,
         "KAFKA_BOOTSTRAP": bootstrap,
         "MONGO_URL": mongo,
         "STELLA_TOPIC_PREFIX": PREFIX,
         "STELLA_APP_ID": app_id,
-        "STELLA_MONGO_DB": "stella_demo",
+        "STELLA_MONGO_DB": db_name,
         "STELLA_DATA_DIR": str(RUN / "demo-data"),
         "STELLA_WINDOW_SECONDS": "5",
         "STELLA_GRACE_SECONDS": "1",
@@ -194,11 +194,14 @@ def main(argv: list[str] | None = None) -> int:
 
     say("demo: resetting the demo topics and database")
     asyncio.run(reset_topics(bootstrap))
+    # A fresh database per demo rather than dropping the last one: FerretDB's dropDatabase can wedge
+    # the server while the previous demo's processes are still letting go of it.
+    stamp = int(time.time())
+    db_name = f"stella_demo_{stamp}"
     client: MongoClient[dict[str, Any]] = MongoClient(mongo)
-    client.drop_database("stella_demo")
-    db = client["stella_demo"]
+    db = client[db_name]
 
-    env = demo_env(bootstrap, mongo, f"stella-demo-{int(time.time())}")
+    env = demo_env(bootstrap, mongo, f"stella-demo-{stamp}", db_name)
     worker = start("worker", ["agents.worker", "--web-port", str(WORKER_PORT)], env)
     if not args.no_api:
         start("api", ["controlplane.server", "--port", str(API_PORT)], env)
@@ -249,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         "\nStill running (stop with `make down`):\n"
         f"  worker metrics  http://127.0.0.1:{WORKER_PORT}/metrics\n"
         f"  control plane   http://127.0.0.1:{API_PORT}/docs\n"
-        f"  read models     STELLA_MONGO_DB=stella_demo stella-sched query runs --tenant {TENANT}\n"
+        f"  read models     STELLA_MONGO_DB={db_name} stella-sched query runs --tenant {TENANT}\n"
         f"  signed events   stella-sched tail --topic-prefix {PREFIX} --public-keys {keys}"
     )
     return 0

@@ -29,12 +29,13 @@ rebuild therefore writes collections under a new prefix and ``switch_to`` flips 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 from pymongo import ASCENDING, MongoClient, UpdateOne
 from pymongo.collection import Collection
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, CollectionInvalid
 
 from projections.fold import (
     COLLECTIONS,
@@ -99,6 +100,14 @@ class MongoStore:
         return self.db[self.prefix + name]
 
     def ensure_indexes(self) -> None:
+        # Create every collection before any write: FerretDB's SQLite backend takes its registry-wide
+        # write lock to create a collection, and an upsert that creates one while other connections
+        # read and write can deadlock the whole server (seen with v1.24.2 under load).
+        existing = set(self.db.list_collection_names())
+        for name in (*COLLECTIONS, CHECKPOINTS, META):
+            if self.prefix + name not in existing:
+                with contextlib.suppress(CollectionInvalid):
+                    self.db.create_collection(self.prefix + name)
         for name, indexes in INDEXES.items():
             for fields in indexes:
                 self.collection(name).create_index([(f, ASCENDING) for f in fields])

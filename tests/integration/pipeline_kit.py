@@ -177,9 +177,13 @@ class Pipeline:
         client: MongoClient[dict[str, Any]] = MongoClient(self.mongo_url)
         return client[self.db]
 
-    async def settle(self, timeout: float = 120.0, quiet: float = 6.0) -> None:
-        """Wait until every job emitted so far has a terminal result and no new job or run event has
-        appeared for `quiet` seconds (the idle flush has had its chance)."""
+    async def settle(self, timeout: float = 120.0, quiet: float = 6.0, min_jobs: int = 0) -> None:
+        """Wait until at least `min_jobs` distinct jobs exist, every job emitted so far has a terminal
+        result, and no new job or run event has appeared for `quiet` seconds.
+
+        Pass `min_jobs` whenever the phase must produce jobs: a window is only flushed after the tenant
+        has been idle, so right after publishing there may be nothing yet, and "no job, nothing pending"
+        would otherwise pass for settled."""
         deadline = time.monotonic() + timeout
         last: tuple[int, int, int] | None = None
         stable_since = time.monotonic()
@@ -193,7 +197,8 @@ class Pipeline:
             now = (len(jobs), len(results), len(runs))
             if now != last:
                 last, stable_since = now, time.monotonic()
-            if job_ids <= done and time.monotonic() - stable_since >= quiet:
+            enough = len(job_ids) >= min_jobs
+            if enough and job_ids <= done and time.monotonic() - stable_since >= quiet:
                 return
             await asyncio.sleep(1.0)
         logs = "\n".join(w.output()[-3000:] for w in self.workers)

@@ -31,16 +31,16 @@ GHSA_NPM = {"GHSA-6fc8-4gx4-v693", "GHSA-f8q6-p94x-37v3", "GHSA-gxpj-cx7g-858c",
 async def run_scenario(pipe: Pipeline) -> None:
     await pipe.start()
     await pipe.publish(inventories())
-    await pipe.settle()
+    await pipe.settle(min_jobs=3)  # first evaluation of the three images
     await pipe.publish(advisories(later(60)))
-    await pipe.settle()
+    await pipe.settle(min_jobs=5)  # the npm advisories touch both CERN images
     await produce(
         pipe.bootstrap,
         f"{pipe.prefix}advisories",
         [(b"broken", b'{"schema": "scheduler.advisory@1", "id": 7')],
     )
     await pipe.publish(vex_minimist(later(120)))
-    await pipe.settle()
+    await pipe.settle(min_jobs=7)  # so does the VEX statement
 
 
 def decoded(records: list[Any]) -> list[dict[str, Any]]:
@@ -76,7 +76,18 @@ async def test_stream_end_to_end(
         results = [JobResult.model_validate(d) for d in decoded(await pipe.records("job-results"))]
         assert all(r.status == "completed" for r in results), [r.error for r in results]
         acme = sorted((r for r in results if r.image_digest == CERN_A), key=lambda r: r.finished_at)
-        assert [r.delta.status for r in acme] == ["no_change", "changed", "changed"]
+        debug = [
+            (
+                r.finished_at,
+                r.job_id[:8],
+                r.delta.status,
+                [f.id for f in r.delta.added],
+                [f.id for f in r.delta.removed],
+                len(r.findings),
+            )
+            for r in acme
+        ]
+        assert [r.delta.status for r in acme] == ["no_change", "changed", "changed"], debug
         assert {f.id for f in acme[1].delta.added} == GHSA_NPM
         assert [f.id for f in acme[2].delta.removed] == ["GHSA-vh95-rmgr-6w4m"]
         assert acme[1].verdict == "fail"

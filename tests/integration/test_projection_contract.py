@@ -21,13 +21,17 @@ from projections.mongo_store import MongoStore, active_prefix
 from projections.store import MemoryStore, ProjectionStore, Projector, page_of, rebuild
 from schemas.messages import (
     AdvisoryDelta,
+    Component,
     DeadLetter,
+    ImageRemoved,
     Impact,
+    Inventory,
     JobCommand,
     JobInputs,
     JobResult,
     Reason,
     RunEvent,
+    RuntimeEvent,
 )
 
 pytestmark = pytest.mark.integration
@@ -108,6 +112,31 @@ def build_log() -> list[Item]:
         )
         produced.append(("deadletter", 0, dead))
         produced.append(("advisories", i % 3, AdvisoryDelta(id=f"GHSA-{i}", modified=T0 + timedelta(days=i))))
+    # Image metadata (dotted label keys, empty lists), a tombstone, and runtime sites (dotted cluster names).
+    for i in range(8):
+        tenant, image = f"tenant-{i % 2}", _digest(i % 6)
+        inventory = Inventory(
+            tenant=tenant,
+            image_digest=image,
+            repository=f"registry.example/app-{i % 3}",
+            tags=[f"v{i}"] if i % 2 else [],
+            namespaces=["prod", "dev"] if i % 3 else [],
+            labels={"app.kubernetes.io/name": f"app-{i}", "$team": "a.b"} if i % 2 else {},
+            components=[Component(purl=f"pkg:npm/x@{i}", package="npm/x", version=str(i))],
+            observed_at=T0 + timedelta(minutes=i),
+        )
+        produced.append(("inventory", i % 3, inventory))
+        if i % 4 == 3:
+            produced.append(("inventory", i % 3, ImageRemoved(tenant=tenant, image_digest=image)))
+        site = RuntimeEvent(
+            tenant=tenant,
+            image_digest=image,
+            cluster=f"eu.{i % 2}",
+            namespace="prod",
+            state="running" if i % 3 else "stopped",
+            observed_at=T0 + timedelta(minutes=i),
+        )
+        produced.append(("runtime", i % 2, site))
     offsets: dict[tuple[str, int], int] = {}
     log: list[Item] = []
     for topic, partition, message in produced:
@@ -179,7 +208,7 @@ def make_store(request: pytest.FixtureRequest) -> Iterator[StoreFactory]:
 
     yield factory
     for client in clients:
-        client.drop_database(db_name)
+        # Not dropped: see tests/integration/conftest.py mongo_db (FerretDB dropDatabase can wedge).
         client.close()
 
 
