@@ -11,7 +11,7 @@ import faust
 from agents import observe
 from agents.ingest_stage import TAG_ADVISORY, TAG_INDEX_UPDATE, TAG_VEX
 from agents.pipeline import Pipeline
-from agents.shell import Output, apply_guarded, publish
+from agents.shell import Output, apply_guarded, publish, put
 from streams.index import (
     ImageRef,
     apply_index_update,
@@ -43,9 +43,21 @@ def register(pipe: Pipeline) -> None:
         state = unguard(index.get(package)).state
         return decode_entry(state) if state else None
 
-    def lookup(image_id: int) -> ImageRef | None:
-        raw = directory.get(str(image_id))
-        return decode_ref(raw) if raw else None
+    def directory_key(partition: int, image_id: int) -> str:
+        # Keyed per partition: an image's entry is written while an index update is processed, in that
+        # update's partition, and read while resolving a request for a package of the *same* partition
+        # (the index entry naming the image is there too). A key written from several partitions breaks
+        # faust: recovery remembers one partition per key and, once that partition moves to another
+        # worker, deletes the key although another assigned partition also holds it (seen on scale-out:
+        # VEX / advisory requests resolved to no images after a rebalance).
+        return f"{partition}/{image_id}"
+
+    def lookup_in(partition: int) -> Any:
+        def lookup(image_id: int) -> ImageRef | None:
+            raw = directory.get(directory_key(partition, image_id)) or directory.get(str(image_id))
+            return decode_ref(raw) if raw else None  # the unpartitioned key: older state
+
+        return lookup
 
     def impacts_out(impacts: list[Any]) -> list[Output]:
         return [pipe.out("impacts", i.tenant, i) for i in impacts]
@@ -56,13 +68,18 @@ def register(pipe: Pipeline) -> None:
             value: bytes = event.value or b""
             tag, body = value[:1], value[1:]
             package = (event.key or b"").decode(errors="replace")
+            lookup = lookup_in(event.message.partition)
             started = time.perf_counter()
             if True:
                 if tag == TAG_INDEX_UPDATE:
                     update = decode_update(body)
                     if update.op == "add":
                         # Idempotent: the same id always names the same image.
-                        directory[str(update.image_id)] = encode_ref(ImageRef(update.tenant, update.digest))
+                        await put(
+                            directory,
+                            directory_key(event.message.partition, update.image_id),
+                            encode_ref(ImageRef(update.tenant, update.digest)),
+                        )
 
                     def fold_index(
                         state: bytes | None, update: Any = update

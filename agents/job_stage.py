@@ -132,9 +132,10 @@ class Runner:
                 await asyncio.wait_for(self.wake.wait(), timeout)
 
     async def _execute(self, job: JobCommand) -> None:
+        retry: Entry | None = None
         try:
             entry = self.entries.get(job.job_id) or Entry(job)
-            await self._attempt(entry)
+            retry = await self._attempt(entry)
         except Exception:
             log.exception(
                 "job %s: attempt crashed; it stays queued", job.job_id, extra={"job_id": job.job_id}
@@ -143,14 +144,26 @@ class Runner:
         finally:
             self.running.finish(job.job_id)
             self.wake.set()
+        if retry is not None:
+            # Only once the job has left `running`: offer() ignores a job that is still running, so
+            # offering the retry from inside the attempt silently dropped it.
+            self.offer(retry)
 
-    async def _attempt(self, entry: Entry) -> None:
+    async def _attempt(self, entry: Entry) -> Entry | None:
+        """One attempt; returns the entry to re-offer when a retry was scheduled."""
         job, pipe = entry.job, self.pipe
         at = entry.next_at or job.window_end  # event time: replays decide and record identically
         number = len(entry.attempts) + 1
         if number == 1:
             started = JobStarted(job_id=job.job_id, run_id=job.run_id, tenant=job.tenant, at=at)
             await publish([pipe.out("run-inputs", job.run_id, started)])
+        done = self._previous(job)
+        if done is not None and done.job_id == job.job_id:
+            # Already completed: a crash after `last-results` took the result but before the queue entry
+            # became DONE. Re-executing would diff against this very result (a second, different result
+            # for one job id); republishing the stored one is idempotent.
+            await publish(result_outputs(pipe, done))
+            return None
         if self.before_execute is not None:
             await self.before_execute(job)
         clock = time.perf_counter()
@@ -172,11 +185,11 @@ class Runner:
                 finished_at=at,
             )
             await publish(result_outputs(pipe, result))
-            return
+            return None
         decision = next_attempt(job, attempts, at, self.policy)
         if isinstance(decision, GiveUp):
             await self._give_up(job, attempts, decision, at, previous)
-            return
+            return None
         observe.retry(job.priority)
         due = datetime.now(UTC) + timedelta(seconds=decision.delay_s)
         message = JobAttempt(
@@ -188,7 +201,7 @@ class Runner:
             due_at=due,
         )
         await publish([pipe.out("job-attempts", job.image_digest, message)])
-        self.offer(Entry(job, attempts, decision.at, due))
+        return Entry(job, attempts, decision.at, due)
 
     async def _give_up(
         self, job: JobCommand, attempts: list[Attempt], decision: GiveUp, at: datetime, previous: Any
@@ -222,6 +235,7 @@ class Runner:
         ).model_copy(update={"job": job, "attempts": attempts})
         outputs.append(pipe.out("deadletter", pipe.settings.topic("jobs"), letter))
         await publish(outputs)
+        observe.dead_letter("jobs", "job-failed")  # scheduler_deadletters_total counts these too
 
     def _previous(self, job: JobCommand) -> JobResult | None:
         if self.last is None:
@@ -285,6 +299,14 @@ def register(pipe: Pipeline, executor: Executor, before_execute: Any = None) -> 
                     return Entry(entry.job, attempt.attempts, attempt.next_at, attempt.due_at).encode(), []
 
                 await apply_guarded(queue, attempt.job_id, event, retry)
+                # After a restart the reconcile timer may have offered the recovered entry before this
+                # report was folded: re-offer the longer history so attempts continue, not restart at 1.
+                state = current(attempt.job_id)
+                known = runner.entries.get(attempt.job_id)
+                if state and state != DONE and known is not None:
+                    folded = Entry.decode(state)
+                    if len(folded.attempts) > len(known.attempts):
+                        runner.offer(folded)
             elif isinstance(model, JobCancel):
                 cancel = model
                 state = current(cancel.job_id)

@@ -25,6 +25,7 @@ from schemas.messages import (
     Tick,
 )
 from streams.guard import decode as unguard
+from streams.jobs import run_retry_of
 from streams.resolve import resolve_policy, resolve_recheck
 from streams.runs import RunPlanned
 from streams.tenants import (
@@ -59,6 +60,7 @@ def job_outputs(pipe: Pipeline, jobs: list[JobCommand]) -> list[Output]:
             tenant=run_jobs[0].tenant,
             job_ids=sorted(j.job_id for j in run_jobs),
             at=max(j.window_end for j in run_jobs),
+            retry_of=run_retry_of(run_jobs),
         )
         outputs.append(pipe.out("run-inputs", run_id, planned))
     observe.jobs_emitted(jobs)
@@ -106,7 +108,10 @@ def register(pipe: Pipeline) -> None:
         for tenant in sorted(set(windows.keys())):
             if partition_of(tenant, settings.partitions) != event.message.partition:
                 continue
-            if now - last_activity.get(tenant, 0.0) < idle_after:
+            # A tenant this process has not seen yet (after a restart or a rebalance) gets a full idle
+            # period first: its windows may still be filling from the backlog, and flushing them at the
+            # first tick would close them early and push the rest of their impacts into later windows.
+            if now - last_activity.setdefault(tenant, now) < idle_after:
                 continue
 
             def flush(state: bytes | None) -> tuple[bytes | None, list[Output]]:

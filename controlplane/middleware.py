@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from controlplane.errors import ApiError, error_response
+from telemetry.metrics import observe_api_request
 
 
 class BodyTooLarge(ApiError):
@@ -90,7 +91,11 @@ class BodyLimitMiddleware:
 
 
 class Metrics:
-    """The API's prometheus metrics, on their own registry (several apps may live in one process)."""
+    """The API's own prometheus metrics, on their own registry (several apps may live in one process).
+
+    Request counts and latencies are also recorded in the project-wide metrics (``telemetry.metrics``:
+    ``scheduler_api_requests_total``, ``scheduler_api_request_seconds``) that the dashboard reads; ``/metrics``
+    exposes both registries."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -149,5 +154,7 @@ class MetricsMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "GET")
+            elapsed = time.perf_counter() - started
             self.metrics.requests.labels(template, method, str(status)).inc()
-            self.metrics.latency.labels(template, method).observe(time.perf_counter() - started)
+            self.metrics.latency.labels(template, method).observe(elapsed)
+            observe_api_request(template, method, status, elapsed)

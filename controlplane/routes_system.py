@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from controlplane.deps import RuntimeDep
@@ -41,7 +41,12 @@ async def readyz(rt: RuntimeDep) -> JsonResponse:
 @router.get("/metrics")
 @router.get("/api/v1/metrics")
 async def metrics(rt: RuntimeDep) -> Response:
-    return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    """The project-wide metrics (default registry: ``scheduler_api_*`` feed the dashboard's API panels),
+    then the app's own ``stella_api_*`` registry. The names do not overlap, so one exposition holds both."""
+    body = generate_latest(REGISTRY)
+    if rt.metrics.registry is not REGISTRY:
+        body += generate_latest(rt.metrics.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/api/v1/keys")

@@ -20,7 +20,7 @@ from controlplane.routes_read import _run, owned_deadletter
 from controlplane.views import public
 from ingest.detect import parse_file
 from ingest.result import IngestError
-from projections.fold import IMAGES, JOBS, TERMINAL_RUN_STATES, Document
+from projections.fold import IMAGES, JOBS, TERMINAL_RUN_STATES, Document, image_fields
 from projections.store import MAX_PAGE, After, ProjectionStore
 from schemas.canonical import dumps
 from schemas.codec import encode
@@ -120,14 +120,14 @@ def _all_images(store: ProjectionStore, tenant: str) -> tuple[list[Document], bo
 
 
 def meta_of(doc: Document) -> ImageMeta:
-    labels = doc.get("labels") if isinstance(doc.get("labels"), dict) else {}
+    derived = image_fields(doc)
     return ImageMeta(
         digest=str(doc.get("image_digest", "")),
         repository=str(doc.get("repository") or ""),
         tags=tuple(sorted(doc.get("tags") or ())),
         namespaces=tuple(sorted(doc.get("namespaces") or ())),
-        labels=tuple(sorted((str(k), str(v)) for k, v in (labels or {}).items())),
-        running=bool(doc.get("running", False)),
+        labels=tuple(sorted(derived["labels"].items())),
+        running=bool(derived["running"]),
     )
 
 
@@ -218,7 +218,8 @@ async def impact_preview(body: PreviewRequest, principal: Reader, rt: RuntimeDep
         raise ApiError(422, "validation_error", "selector: required unless documents are posted inline")
     selector = body.selector
     docs, truncated = await rt.db(lambda s: _all_images(s, tenant))
-    chosen = [d for d in docs if selector_matches(meta_of(d), selector)]
+    # A removed image (inventory tombstone) is no longer a candidate, as in the stream's catalog.
+    chosen = [d for d in docs if not d.get("removed") and selector_matches(meta_of(d), selector)]
     return {
         "mode": "read-model",
         "images": [

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from projections.fold import POS, Document
+from projections.fold import POS, Document, image_fields
 
 POLICY_CURSOR = "policy"
 
@@ -20,8 +20,11 @@ def public(doc: Document) -> dict[str, Any]:
 
 
 def image_view(doc: Document) -> dict[str, Any]:
+    """The image as served: labels as a map, ``running`` / ``running_sites`` derived from the runtime sites."""
     view = public(doc)
+    view.pop("sites", None)
     view["id"] = doc.get("image_digest", view["id"])
+    view.update(image_fields(doc))
     return view
 
 

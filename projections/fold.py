@@ -46,11 +46,14 @@ from schemas.messages import (
     AdvisoryDelta,
     CursorUpdate,
     DeadLetter,
+    ImageRemoved,
     Impact,
+    Inventory,
     JobCommand,
     JobResult,
     PolicyChange,
     RunEvent,
+    RuntimeEvent,
     SlaBreach,
     VexStatement,
 )
@@ -89,6 +92,12 @@ def field_key(value: str) -> str:
     """Make an arbitrary string usable as one MongoDB field name (no '.', no leading '$'); reversible."""
     text = value.replace("%", "%25").replace(".", "%2E")
     return "%24" + text[1:] if text.startswith("$") else text
+
+
+def unfield_key(key: str) -> str:
+    """The inverse of ``field_key``."""
+    text = "$" + key[3:] if key.startswith("%24") else key
+    return text.replace("%2E", ".").replace("%25", "%")
 
 
 def source_key(topic: str, partition: int) -> str:
@@ -295,6 +304,16 @@ def _fold_command(msg: JobCommand, pos: Position) -> list[DocUpdate]:
     return [job, window]
 
 
+def _job_identity(msg: JobResult | SlaBreach) -> dict[str, Any]:
+    """Fields a job's command owns; any other message about the job may only seed them."""
+    return {
+        "run_id": msg.run_id,
+        "tenant": msg.tenant,
+        "image_digest": msg.image_digest,
+        "priority": msg.priority,
+    }
+
+
 def _fold_result(msg: JobResult, pos: Position) -> list[DocUpdate]:
     finished = _ts(msg.finished_at)
     job = DocUpdate(
@@ -303,12 +322,7 @@ def _fold_result(msg: JobResult, pos: Position) -> list[DocUpdate]:
         pos.source,
         pos.offset,
         # The command owns identity and planning fields; a result that arrives first only seeds them.
-        set_on_insert={
-            "run_id": msg.run_id,
-            "tenant": msg.tenant,
-            "image_digest": msg.image_digest,
-            "priority": msg.priority,
-        },
+        set_on_insert=_job_identity(msg),
         set={
             "status": msg.status,
             "finished_at": finished,
@@ -356,13 +370,7 @@ def _fold_breach(msg: SlaBreach, pos: Position) -> list[DocUpdate]:
             msg.job_id,
             pos.source,
             pos.offset,
-            set_on_insert={
-                **JOB_DEFAULTS,
-                "run_id": msg.run_id,
-                "tenant": msg.tenant,
-                "image_digest": msg.image_digest,
-                "priority": msg.priority,
-            },
+            set_on_insert={**JOB_DEFAULTS, **_job_identity(msg)},
             set={"sla_breach": {"deadline": _ts(msg.deadline), "at": _ts(msg.at), "reason": msg.reason}},
         )
     ]
@@ -386,6 +394,102 @@ def _fold_impact(msg: Impact, pos: Position, window_seconds: int) -> list[DocUpd
             },
         )
     ]
+
+
+def _fold_inventory(msg: Inventory, pos: Position) -> list[DocUpdate]:
+    """The image's metadata from its inventory (owner of these paths: the ``inventory`` topic, keyed by
+    ``tenant/digest``, so one partition per image). Labels are stored as ``{"key", "value"}`` items sorted by key:
+    label keys such as ``app.kubernetes.io/name`` contain dots, which are not usable as field names."""
+    return [
+        DocUpdate(
+            IMAGES,
+            image_id(msg.tenant, msg.image_digest),
+            pos.source,
+            pos.offset,
+            set={
+                "tenant": msg.tenant,
+                "image_digest": msg.image_digest,
+                "repository": msg.repository,
+                "tags": sorted(set(msg.tags)),
+                "namespaces": sorted(set(msg.namespaces)),
+                "labels": [{"key": k, "value": v} for k, v in sorted(msg.labels.items())],
+                "inventory_observed_at": _ts(msg.observed_at),
+                "inventory_source": msg.source,
+                "component_count": len(msg.components),
+                "removed": False,
+            },
+        )
+    ]
+
+
+def _fold_image_removed(msg: ImageRemoved, pos: Position) -> list[DocUpdate]:
+    """An inventory tombstone: the image is gone. Its last metadata and evaluation stay readable."""
+    return [
+        DocUpdate(
+            IMAGES,
+            image_id(msg.tenant, msg.image_digest),
+            pos.source,
+            pos.offset,
+            set={"tenant": msg.tenant, "image_digest": msg.image_digest, "removed": True},
+        )
+    ]
+
+
+def _fold_runtime(msg: RuntimeEvent, pos: Position) -> list[DocUpdate]:
+    """Where the image runs: ``sites.<cluster/namespace>`` = running?, owned by the ``runtime`` topic (keyed
+    by digest: one partition per image, so the last event of a site wins). ``image_view`` derives
+    ``running``; a map of fixed-key booleans needs no read-modify-write."""
+    site = f"{msg.cluster}/{msg.namespace}"
+    return [
+        DocUpdate(
+            IMAGES,
+            image_id(msg.tenant, msg.image_digest),
+            pos.source,
+            pos.offset,
+            set={
+                "tenant": msg.tenant,
+                "image_digest": msg.image_digest,
+                f"sites.{field_key(site)}": msg.state == "running",
+            },
+            max={"runtime_observed_at": _ts(msg.observed_at)},
+        )
+    ]
+
+
+def inventory_tombstone(key: bytes | None) -> ImageRemoved | None:
+    """The ``ImageRemoved`` an ``inventory`` tombstone stands for (its key is ``tenant/digest``), or None
+    when the key does not say which image."""
+    text = (key or b"").decode(errors="replace")
+    tenant, sep, digest = text.partition("/")
+    if not sep or not tenant or not digest:
+        return None
+    return ImageRemoved(tenant=tenant, image_digest=digest)
+
+
+def image_labels(doc: Mapping[str, Any]) -> dict[str, str]:
+    raw = doc.get("labels")
+    if isinstance(raw, Mapping):
+        return {str(k): str(v) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return {
+            str(item["key"]): str(item.get("value", ""))
+            for item in raw
+            if isinstance(item, Mapping) and "key" in item
+        }
+    return {}
+
+
+def running_sites(doc: Mapping[str, Any]) -> list[str]:
+    sites = doc.get("sites")
+    if not isinstance(sites, Mapping):
+        return []
+    return sorted(unfield_key(k) for k, v in sites.items() if v is True)
+
+
+def image_fields(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """An image document's derived fields as the API serves them: labels as a map, the running sites."""
+    sites = running_sites(doc)
+    return {"labels": image_labels(doc), "running": bool(sites), "running_sites": sites}
 
 
 def _fold_deadletter(msg: DeadLetter, pos: Position) -> list[DocUpdate]:
@@ -427,6 +531,12 @@ def fold(message: object, pos: Position, *, window_seconds: int = 30) -> list[Do
         return _fold_impact(message, pos, window_seconds)
     if isinstance(message, DeadLetter):
         return _fold_deadletter(message, pos)
+    if isinstance(message, Inventory):
+        return _fold_inventory(message, pos)
+    if isinstance(message, ImageRemoved):
+        return _fold_image_removed(message, pos)
+    if isinstance(message, RuntimeEvent):
+        return _fold_runtime(message, pos)
     if isinstance(message, CursorUpdate):
         return _fold_cursor(message, pos)
     if isinstance(message, AdvisoryDelta):

@@ -206,6 +206,9 @@ class Impact(Model):
     inventory_observed_at: Timestamp | None = Field(
         default=None, description="when the image's inventory was taken, if known: old ones ask for a rescan"
     )
+    retry_of: str | None = Field(
+        default=None, description="run id the recheck behind this impact retries (run management: retry)"
+    )
 
 
 class AdvisoryInput(Model):
@@ -234,7 +237,11 @@ class JobCommand(Model):
     deadline: Timestamp
     reasons: list[Reason]
     inputs: JobInputs
-    retry_of: str | None = None
+    retry_of: str | None = Field(
+        default=None,
+        description="what this job retries: the run id of a retried run (from a retry recheck), or, for jobs "
+        "re-issued by streams.runs.retry_run, the job id they replace",
+    )
 
 
 class Finding(Model):

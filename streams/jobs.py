@@ -9,7 +9,7 @@ sha256(tenant | window start)[:32]``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -54,6 +54,7 @@ class PendingJob:
     forced: PriorityClass | None = None
     policy_revision: int | None = None
     inventory_observed_at: int | None = None
+    retry_of: str | None = None  # run id a retry recheck asked to retry; the smallest wins (commutative)
     impacts: int = field(default=0, compare=False)
 
 
@@ -92,8 +93,17 @@ def merge_impact(pending: PendingJob | None, impact: Impact) -> PendingJob:
         policy_revision=_max_opt(pending.policy_revision, impact.policy_revision),
         # The newest inventory seen wins: a fresh SBOM makes an earlier staleness moot.
         inventory_observed_at=_max_opt(pending.inventory_observed_at, observed),
+        retry_of=_min_opt(pending.retry_of, impact.retry_of),
         impacts=pending.impacts + 1,
     )
+
+
+def _min_opt(a: str | None, b: str | None) -> str | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
 
 
 def _sha(text: str) -> str:
@@ -154,8 +164,18 @@ def make_job(
             "deadline": deadline(window_end, priority, config.sla),
             "reasons": reasons,
             "inputs": inputs,
+            "retry_of": pending.retry_of,
         }
     )
+
+
+def run_retry_of(jobs: Iterable[JobCommand]) -> str | None:
+    """The run a planned run retries: the (smallest) ``retry_of`` its window's jobs carry, or None.
+
+    A window may mix a retry recheck's images with other impacts; the run still retries the old run.
+    """
+    found = sorted({j.retry_of for j in jobs if j.retry_of})
+    return found[0] if found else None
 
 
 def encode_pending(p: PendingJob) -> list[object]:
@@ -173,11 +193,14 @@ def encode_pending(p: PendingJob) -> list[object]:
         p.policy_revision,
         p.inventory_observed_at,
         p.impacts,
+        p.retry_of,
     ]
 
 
 def decode_pending(row: list[object]) -> PendingJob:
-    tenant, digest, reasons, severity, kev, running, rescan, forced, revision, observed, impacts = row
+    # Rows written before retry_of existed have 11 entries.
+    tenant, digest, reasons, severity, kev, running, rescan, forced, revision, observed, impacts = row[:11]
+    retry_of = row[11] if len(row) > 11 else None
     assert isinstance(reasons, list)
     return PendingJob(
         tenant=str(tenant),
@@ -191,4 +214,5 @@ def decode_pending(row: list[object]) -> PendingJob:
         policy_revision=revision,  # type: ignore[arg-type]
         inventory_observed_at=observed,  # type: ignore[arg-type]
         impacts=int(impacts),  # type: ignore[call-overload]
+        retry_of=str(retry_of) if retry_of is not None else None,
     )

@@ -181,6 +181,7 @@ def _impact(
     kind_rescan: bool = False,
     priority: str | None = None,
     policy_revision: int | None = None,
+    retry_of: str | None = None,
 ) -> Impact:
     return Impact.model_validate(
         {
@@ -195,6 +196,7 @@ def _impact(
             "priority": priority,
             "policy_revision": policy_revision,
             "inventory_observed_at": ref.observed_at,
+            "retry_of": retry_of,
         }
     )
 
@@ -419,7 +421,8 @@ def resolve_policy(catalog: TenantCatalog | None, change: PolicyChange) -> Resol
 
 
 def resolve_recheck(catalog: TenantCatalog | None, recheck: Recheck) -> Resolution:
-    """Every image the recheck's selector covers; its kind and forced priority travel with the impact."""
+    """Every image the recheck's selector covers; its kind, forced priority and the run it retries (if any)
+    travel with the impact."""
     if catalog is None:
         return Resolution([])
     reason = Reason(
@@ -432,6 +435,7 @@ def resolve_recheck(catalog: TenantCatalog | None, recheck: Recheck) -> Resoluti
             [reason],
             kind_rescan=recheck.kind == "rescan",
             priority=recheck.priority,
+            retry_of=recheck.retry_of,
         )
         for meta in select(catalog, recheck.selector)
     ]

@@ -571,6 +571,12 @@ def test_health_ready_metrics_and_keys(api: Api) -> None:
     assert 'stella_api_requests_total{method="GET",route="/api/v1/runs/{run_id}",status="200"} 2.0' in text
     assert 'route="/api/v1/runs/{run_id}",status="404"' in text
     assert "acme-run-00" not in text
+    # the project-wide metrics (default registry) that the dashboard's API panels query
+    shared = [line for line in text.splitlines() if line.startswith("scheduler_api_requests_total{")]
+    assert any('route="/api/v1/runs/{run_id}",status="200"' in line for line in shared), shared
+    assert any('route="/api/v1/runs/{run_id}",status="404"' in line for line in shared), shared
+    assert 'scheduler_api_request_seconds_bucket{le="0.005",route="/api/v1/runs/{run_id}"}' in text
+    assert "scheduler_worker_up" in text
     keys = api.client.get(api.url + "/api/v1/keys").json()["keys"]
     assert len(keys) == 1
     assert len(keys[0]["keyid"]) == 64

@@ -41,7 +41,7 @@ def connect() -> Iterator[Callable[[], Database[dict[str, Any]]]]:
         return client[name]
 
     yield open_db
-    for client, name in opened:
+    for client, _name in opened:
         # Not dropped: see tests/integration/conftest.py mongo_db (FerretDB dropDatabase can wedge).
         client.close()
 

@@ -8,7 +8,16 @@ import pytest
 
 from schemas.canonical import dumps
 from schemas.messages import Impact
-from streams.jobs import JobConfig, job_id_for, make_job, merge_impact, run_id_for
+from streams.jobs import (
+    JobConfig,
+    decode_pending,
+    encode_pending,
+    job_id_for,
+    make_job,
+    merge_impact,
+    run_id_for,
+    run_retry_of,
+)
 from streams.sla import classify
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -92,3 +101,34 @@ def test_merge_order_gives_byte_identical_jobs() -> None:
     one = make_job(merge_impact(merge_impact(merge_impact(None, a), b), c), T0, W)
     two = make_job(merge_impact(merge_impact(merge_impact(None, c), a), b), T0, W)
     assert dumps(one) == dumps(two)
+
+
+def test_retry_of_travels_from_impact_to_job_and_run_plan() -> None:
+    """A retry recheck's run id survives coalescing (any order) into the job and the run's plan."""
+    retry = imp(reasons=[{"source": "recheck", "id": "r1", "modified": T0}], retry_of="run-old")
+    plain = imp()
+    other = imp(retry_of="run-older")
+    for order in ([retry, plain], [plain, retry]):
+        pending = None
+        for impact in order:
+            pending = merge_impact(pending, impact)
+        assert pending is not None
+        assert pending.retry_of == "run-old"
+        job = make_job(pending, T0, W)
+        assert job.retry_of == "run-old"
+    both = merge_impact(merge_impact(None, retry), other)
+    assert both == merge_impact(merge_impact(None, other), retry)
+    assert both.retry_of == "run-old"  # the smallest id, whichever came first
+    assert make_job(merge_impact(None, plain), T0, W).retry_of is None
+
+    jobs = [make_job(merge_impact(None, plain), T0, W), make_job(merge_impact(None, retry), T0, W)]
+    assert run_retry_of(jobs) == "run-old"
+    assert run_retry_of(jobs[:1]) is None
+    assert run_retry_of([]) is None
+
+
+def test_pending_rows_round_trip_and_old_rows_decode() -> None:
+    pending = merge_impact(None, imp(retry_of="run-old"))
+    assert decode_pending(encode_pending(pending)) == pending
+    old_row = encode_pending(pending)[:11]  # written before retry_of existed
+    assert decode_pending(old_row).retry_of is None

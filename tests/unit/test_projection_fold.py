@@ -27,8 +27,11 @@ from projections.fold import (
     field_key,
     fold,
     fold_batch,
+    image_fields,
     image_id,
+    inventory_tombstone,
     source_key,
+    unfield_key,
     window_bounds,
     window_id,
     window_view,
@@ -37,15 +40,19 @@ from projections.store import MemoryStore, Projector, page_of
 from schemas.messages import (
     AdvisoryDelta,
     Attempt,
+    Component,
     CursorUpdate,
     DeadLetter,
     Finding,
+    ImageRemoved,
     Impact,
+    Inventory,
     JobCommand,
     JobInputs,
     JobResult,
     Reason,
     RunEvent,
+    RuntimeEvent,
     SlaBreach,
 )
 
@@ -59,6 +66,8 @@ PARTITIONS = {
     "deadletter": 2,
     "advisories": 3,
     "sla": 2,
+    "inventory": 3,
+    "runtime": 2,
 }
 
 
@@ -152,6 +161,30 @@ def breach(job: int) -> SlaBreach:
     )
 
 
+def inventory(i: int, variant: int) -> Inventory:
+    return Inventory(
+        tenant=f"t{i % 2}",
+        image_digest=digest(i % 4),
+        repository=f"registry.example/app{variant % 2}",
+        tags=[f"v{variant}", "latest"],
+        namespaces=[f"ns{variant % 3}"],
+        labels={"app.kubernetes.io/name": f"app{i}", "tier": str(variant)},
+        components=[Component(purl="pkg:npm/x@1.0.0", package="npm/x", version="1.0.0")] * (variant % 3),
+        observed_at=T0 + timedelta(minutes=variant),
+    )
+
+
+def runtime(i: int, variant: int) -> RuntimeEvent:
+    return RuntimeEvent(
+        tenant=f"t{i % 2}",
+        image_digest=digest(i % 4),
+        cluster=f"eu.{variant % 2}",
+        namespace=f"ns{variant % 3}",
+        state="running" if variant % 2 == 0 else "stopped",
+        observed_at=T0 + timedelta(minutes=variant),
+    )
+
+
 def keyed(kind: str, i: int, variant: int) -> tuple[str, str, object]:
     """(topic, key, message) the way producers key them."""
     if kind == "command":
@@ -172,11 +205,31 @@ def keyed(kind: str, i: int, variant: int) -> tuple[str, str, object]:
     if kind == "advisory":
         msg = advisory(i)
         return "advisories", msg.id, msg
+    if kind == "inventory":
+        msg = inventory(i, variant)
+        return "inventory", f"{msg.tenant}/{msg.image_digest}", msg
+    if kind == "removed":
+        msg = ImageRemoved(tenant=f"t{i % 2}", image_digest=digest(i % 4))
+        return "inventory", f"{msg.tenant}/{msg.image_digest}", msg
+    if kind == "runtime":
+        msg = runtime(i, variant)
+        return "runtime", msg.image_digest, msg
     msg = breach(i)
     return "sla", msg.image_digest, msg
 
 
-KINDS = ["command", "result", "run", "impact", "deadletter", "advisory", "breach"]
+KINDS = [
+    "command",
+    "result",
+    "run",
+    "impact",
+    "deadletter",
+    "advisory",
+    "breach",
+    "inventory",
+    "removed",
+    "runtime",
+]
 event_specs = st.lists(
     st.tuples(st.sampled_from(KINDS), st.integers(0, 7), st.integers(0, 5), st.integers(1, 4)),
     min_size=1,
@@ -399,3 +452,76 @@ def test_memory_pagination_is_deterministic() -> None:
 
 def test_collections_are_known() -> None:
     assert set(COLLECTIONS) == {RUNS, JOBS, IMAGES, WINDOWS, CURSORS, DEADLETTERS}
+
+
+# ---------------------------------------------------------------- images: inventory and runtime
+
+
+def test_inventory_fills_image_metadata_and_tombstone_marks_it_removed() -> None:
+    inv = inventory(1, 2)
+    doc = apply_all({}, fold(inv, pos("inventory", 4)))[IMAGES][image_id("t1", digest(1))]
+    assert doc["repository"] == "registry.example/app0"
+    assert doc["tags"] == ["latest", "v2"]
+    assert doc["namespaces"] == ["ns2"]
+    assert doc["labels"] == [
+        {"key": "app.kubernetes.io/name", "value": "app1"},
+        {"key": "tier", "value": "2"},
+    ]
+    assert doc["component_count"] == 2
+    assert doc["inventory_observed_at"] == "2025-03-01T12:02:00Z"
+    assert doc["removed"] is False
+    assert image_fields(doc)["labels"] == {"app.kubernetes.io/name": "app1", "tier": "2"}
+
+    # a result (another topic and partition) and the inventory own disjoint paths: both survive, any order
+    res = result(1, 0)
+    assert res.image_digest == digest(1)
+    both = [(inv, pos("inventory", 4)), (res, pos("job-results", 9, 1))]
+    one = apply_all({}, [u for m, p in both for u in fold(m, p)])
+    other = apply_all({}, [u for m, p in reversed(both) for u in fold(m, p)])
+    assert one == other
+    merged = one[IMAGES][image_id("t1", digest(1))]
+    assert merged["repository"] == "registry.example/app0"
+    assert merged["verdict"] == res.verdict
+
+    removed = ImageRemoved(tenant="t1", image_digest=digest(1))
+    gone = apply_all(one, fold(removed, pos("inventory", 7)))[IMAGES][image_id("t1", digest(1))]
+    assert gone["removed"] is True
+    assert gone["repository"] == "registry.example/app0"  # the last metadata stays readable
+    # a redelivered (older) inventory does not resurrect it; a newer one does
+    again = apply_all({IMAGES: {gone["_id"]: gone}}, fold(inv, pos("inventory", 4)))
+    assert again[IMAGES][gone["_id"]]["removed"] is True
+    back = apply_all({IMAGES: {gone["_id"]: gone}}, fold(inv, pos("inventory", 8)))
+    assert back[IMAGES][gone["_id"]]["removed"] is False
+
+
+def test_inventory_tombstone_key() -> None:
+    assert inventory_tombstone(b"acme/sha256:abc") == ImageRemoved(tenant="acme", image_digest="sha256:abc")
+    assert inventory_tombstone(None) is None
+    assert inventory_tombstone(b"no-slash") is None
+    assert inventory_tombstone(b"/sha256:abc") is None
+
+
+def test_runtime_sites_derive_running() -> None:
+    started = runtime(0, 0)  # eu.0 / ns0 running
+    other = runtime(0, 4)  # eu.0 / ns1 running
+    stopped = runtime(0, 3)  # eu.1 / ns0 stopped
+    stop_first = started.model_copy(update={"state": "stopped", "observed_at": T0 + timedelta(minutes=9)})
+    log = [(started, pos("runtime", 1)), (other, pos("runtime", 2)), (stopped, pos("runtime", 3))]
+    state = apply_all({}, [u for m, p in log for u in fold(m, p)])
+    doc = state[IMAGES][image_id("t0", digest(0))]
+    assert set(doc["sites"]) == {field_key("eu.0/ns0"), field_key("eu.0/ns1"), field_key("eu.1/ns0")}
+    assert image_fields(doc)["running_sites"] == ["eu.0/ns0", "eu.0/ns1"]
+    assert image_fields(doc)["running"] is True
+    assert doc["runtime_observed_at"] == "2025-03-01T12:04:00Z"
+    state = apply_all(state, fold(stop_first, pos("runtime", 4)))
+    state = apply_all(state, fold(other.model_copy(update={"state": "stopped"}), pos("runtime", 5)))
+    doc = state[IMAGES][image_id("t0", digest(0))]
+    assert image_fields(doc) == {"labels": {}, "running": False, "running_sites": []}
+    assert doc["runtime_observed_at"] == "2025-03-01T12:09:00Z"
+    # redelivery of the first "running" is refused by the guard
+    assert apply_all(state, fold(started, pos("runtime", 1))) == state
+
+
+def test_unfield_key_inverts_field_key() -> None:
+    for text in ["a.b", "$x.y", "50%.x", "%2E", "plain", "eu-1/prod.ns"]:
+        assert unfield_key(field_key(text)) == text

@@ -248,6 +248,9 @@ def test_policy_and_recheck_follow_the_selector() -> None:
     got = resolve_recheck(catalog, recheck).impacts
     assert [(i.image_digest, i.kind, i.priority) for i in got] == [("sha256:old", "rescan", "high")]
     assert resolve_recheck(catalog, recheck.model_copy(update={"selector": Selector()})).impacts == []
+    assert got[0].retry_of is None
+    retry = recheck.model_copy(update={"retry_of": "run-old"})
+    assert [i.retry_of for i in resolve_recheck(catalog, retry).impacts] == ["run-old"]
 
 
 def test_runtime_start_is_an_impact_once() -> None:

@@ -1,0 +1,333 @@
+"""Sections 4 and 5: the whole worker (``python -m agents.worker``, every stage, the reference executor, the
+Mongo projector) on a fresh topic prefix and database.
+
+- load: the estate in three equal batches (one "run" each; the index grows across them): inventories/s
+  and index updates/s until the worker's group has committed every inventory, index-update, impact and
+  catalog record.
+- per run, a constant-rate stream of advisories: send i is *scheduled* at ``start + i / rate`` and its
+  latency measured from that scheduled time (no coordinated omission: a late send counts its own lateness).
+  Each advisory's event time is its scheduled time, so windows close on the stream's own clock. Latency =
+  Kafka timestamp of each job command naming the advisory minus the advisory's scheduled time (same host
+  clock), p50 / p99 over all (advisory, job) pairs. Then the time from the last scheduled send until every
+  job of the phase has its result projected in MongoDB.
+- per run, saturation: a burst of advisories produced at once; deltas/s until the group has committed
+  every advisory, impact-request and impact record they caused.
+- replay: every projected topic read from offset 0 and folded into fresh collections of the same MongoDB
+  (``projections.store.rebuild`` into a ``MongoStore`` with its own prefix): events/s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+from pymongo import MongoClient
+
+from agents.projector import PROJECTED, positioned
+from agents.settings import Settings
+from bench import common
+from bench.common import BOOTSTRAP, MONGO_URL, Proc, percentile, summary
+from bench.fold import group_stable, wait_consumed
+from bench.workload import Estate, advisories, build_estate
+from projections.mongo_store import MongoStore
+from projections.store import rebuild
+from schemas.codec import encode
+
+WINDOW, GRACE, IDLE = 2, 0, 2
+REPLAY_BUDGET_S = 30.0
+MONGO_WAIT_S = 60.0
+
+
+def _env(prefix: str, db: str) -> dict[str, str]:
+    return {
+        "KAFKA_BOOTSTRAP": BOOTSTRAP,
+        "MONGO_URL": MONGO_URL,
+        "STELLA_TOPIC_PREFIX": prefix,
+        "STELLA_APP_ID": f"{prefix}app",
+        "STELLA_PARTITIONS": "6",
+        "STELLA_MONGO_DB": db,
+        "STELLA_DATA_DIR": str(common.RUN_DIR / "data"),
+        "STELLA_WINDOW_SECONDS": str(WINDOW),
+        "STELLA_GRACE_SECONDS": str(GRACE),
+        "STELLA_IDLE_FLUSH_SECONDS": str(IDLE),
+        "STELLA_WEB_PORT": "0",
+        "STELLA_SIGNING_KEY_FILE": str(common.RUN_DIR / "keys" / "bench.key"),
+        "STELLA_LOG_LEVEL": "WARNING",
+    }
+
+
+async def _stream(
+    prefix: str, estate: Estate, rate: float, seconds: float, tag: str, seed: int
+) -> dict[str, Any]:
+    count = int(rate * seconds)
+    start_wall = datetime.now(UTC) + timedelta(seconds=1)
+    deltas = advisories(estate, count, start=start_wall, spacing=0, tag=tag, seed=seed)
+    prod = common.producer()
+    await prod.start()
+    scheduled: dict[str, float] = {}
+    lateness = []
+    futures = []
+    try:
+        base = start_wall.timestamp()
+        for i, delta in enumerate(deltas):
+            at = base + i / rate
+            event = delta.model_copy(update={"modified": datetime.fromtimestamp(int(at), UTC)})
+            now = time.time()
+            if at > now:
+                await asyncio.sleep(at - now)
+            lateness.append(max(0.0, time.time() - at))
+            scheduled[event.id] = at
+            futures.append(await prod.send(f"{prefix}advisories", encode(event), key=event.id.encode()))
+        await asyncio.gather(*futures)
+    finally:
+        await prod.stop()
+    return {"scheduled": scheduled, "send_lateness_max_s": max(lateness), "last": base + (count - 1) / rate}
+
+
+async def _jobs_since(prefix: str, ids: set[str], settle: float = 6.0) -> list[tuple[dict[str, Any], int]]:
+    """Job commands naming any of the advisory ``ids``, read until no new one appeared for ``settle`` s."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        topic = f"{prefix}jobs"
+        parts = await common.partitions(consumer, topic)
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        out = []
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < settle:
+            batch = await consumer.getmany(timeout_ms=300)
+            for recs in batch.values():
+                for r in recs:
+                    job = orjson.loads(r.value)
+                    if any(x["source"] == "advisory" and x["id"] in ids for x in job["reasons"]):
+                        out.append((job, r.timestamp))
+                        quiet_since = time.monotonic()
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def _results_projected(prefix: str, store: MongoStore, jobs_total: int) -> bool:
+    """Every job so far has a result on Kafka and the projector's checkpoints cover all of them."""
+    topic = f"{prefix}job-results"
+    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = await common.partitions(consumer, topic)
+        ends = await consumer.end_offsets(parts)
+    finally:
+        await consumer.stop()
+    if sum(ends.values()) < jobs_total:
+        return False
+    checkpoints = await asyncio.to_thread(store.get_checkpoints, f"{prefix}app-projector")
+    return all(
+        checkpoints.get((tp.topic, tp.partition), -1) >= end - 1 for tp, end in ends.items() if end > 0
+    )
+
+
+async def replay(prefix: str, db_name: str, run: int) -> dict[str, Any]:
+    settings = Settings.from_env(topic_prefix=prefix, kafka_bootstrap=BOOTSTRAP)
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        MONGO_URL, tz_aware=True, serverSelectionTimeoutMS=10_000, socketTimeoutMS=60_000
+    )
+    # A database of its own: FerretDB's SQLite backend keeps one file per database, so the rebuild's
+    # collection and index creation cannot wait on a lock the live database holds.
+    target = f"{db_name}_rebuild{run}"
+    store = MongoStore(client, target)
+    names = {settings.topic(t): t for t in PROJECTED}
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=BOOTSTRAP,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4_194_304,
+    )
+    await consumer.start()
+    try:
+        parts = [tp for t in names for tp in await common.partitions(consumer, t)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        print(f"  replay: {len(parts)} partitions, {sum(ends.values())} records", flush=True)
+        t = time.perf_counter()
+        items: list[Any] = []
+        while True:
+            batch = await consumer.getmany(timeout_ms=300, max_records=5000)
+            for tp, recs in batch.items():
+                for r in recs:
+                    item = positioned(settings, names[tp.topic], r)
+                    if item is not None:
+                        items.append(item)
+            if not batch:
+                positions = [await consumer.position(tp) for tp in parts]
+                if all(p >= ends[tp] for p, tp in zip(positions, parts, strict=True)):
+                    break
+        read = time.perf_counter() - t
+        print(f"  replay read {len(items)} in {read:.1f} s", flush=True)
+        started = time.perf_counter()
+        stop = started + REPLAY_BUDGET_S
+
+        def feed() -> Any:
+            for n, item in enumerate(items):
+                if n % 100 == 0 and time.perf_counter() > stop:
+                    return
+                yield item
+
+        count = await asyncio.wait_for(
+            asyncio.to_thread(rebuild, feed(), store, "bench-rebuild", batch_size=100, window_seconds=WINDOW),
+            timeout=REPLAY_BUDGET_S + 60,
+        )
+        took = time.perf_counter() - t
+        return {
+            "events": count,
+            "of": len(items),
+            "seconds": took,
+            "read_seconds": read,
+            "fold_seconds": time.perf_counter() - started,
+            "events_per_s": count / took,
+        }
+    finally:
+        await consumer.stop()
+        client.close()
+
+
+async def run(images: int, rate: float, seconds: float, burst: int, runs: int) -> dict[str, Any]:
+    from signing.keys import generate_keypair
+
+    key = common.RUN_DIR / "keys" / "bench.key"
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True)
+        generate_keypair(key, key.parent / "bench.pub.json")
+    estate = build_estate(images, seed=3)
+    prefix = common.fresh_prefix("e2e")
+    db_name = prefix.replace(".", "").replace("-", "_")
+    await common.create_topics(prefix, 6)
+    prepared: MongoClient[dict[str, Any]] = MongoClient(MONGO_URL, serverSelectionTimeoutMS=10_000)
+    for r in range(runs):
+        # Collections and indexes of the rebuild targets now, while nothing else uses the server: FerretDB's
+        # SQLite backend has been seen to wedge when collections are created next to a live projector.
+        MongoStore(prepared, f"{db_name}_rebuild{r}").ensure_indexes()
+    prepared.close()
+    proc = Proc(["-m", "agents.worker"], _env(prefix, db_name), common.RUN_DIR / f"{prefix}log")
+    proc.start()
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        MONGO_URL, serverSelectionTimeoutMS=10_000, socketTimeoutMS=60_000
+    )
+    out: dict[str, Any] = {"images": images, "components": estate.components, "prefix": prefix}
+    group = f"{prefix}app"
+    store = MongoStore(client, db_name)
+    try:
+        await group_stable(group)
+        load_topics = [f"{prefix}{t}" for t in ("inventory", "index-updates", "catalog-updates")]
+        inv_rates, upd_rates = [], []
+        chunk = -(-images // 3)
+        for i in range(3):
+            part = estate.inventories[i * chunk : (i + 1) * chunk]
+            items = [(f"{x.tenant}/{x.image_digest}".encode(), encode(x)) for x in part]
+            t0 = time.monotonic()
+            await common.produce_all(f"{prefix}inventory", items)
+            t1 = await wait_consumed(group, load_topics, timeout=900, proc=proc, then=[f"{prefix}impacts"])
+            comps = sum(len(x.components) + 1 for x in part)
+            inv_rates.append(len(part) / (t1 - t0))
+            upd_rates.append(comps / (t1 - t0))
+            print(f" e2e load batch {i + 1}: {len(part) / (t1 - t0):.1f} inventories/s", flush=True)
+        out["load_inventories_per_s"] = summary(inv_rates)
+        out["load_index_updates_per_s"] = summary(upd_rates, 0)
+        await asyncio.sleep(IDLE + 2)  # let the inventory windows flush before the measured phases
+        p50s, p99s, maxes, mongo_s, sat, rss, pairs, jobs_n, lateness = [], [], [], [], [], [], [], [], []
+        for r in range(runs):
+            tag = f"e2e{r}"
+            sent = await _stream(prefix, estate, rate, seconds, tag, 100 + r)
+            jobs = await _jobs_since(prefix, set(sent["scheduled"]))
+            lat = []
+            for job, ts in jobs:
+                for reason in job["reasons"]:
+                    if reason["source"] == "advisory" and reason["id"] in sent["scheduled"]:
+                        lat.append(ts / 1000 - sent["scheduled"][reason["id"]])
+            job_ids = sorted({j["job_id"] for j, _ in jobs})
+            print(f"  run {r + 1}: {len(sent['scheduled'])} sent, {len(job_ids)} jobs", flush=True)
+            # Projected = the projector's checkpoint in MongoDB has passed every job result of the phase
+            # (one small query per poll, instead of counting documents under the projector's writes).
+            target = (await common.end_offsets([f"{prefix}jobs"]))[f"{prefix}jobs"]
+            deadline = time.time() + MONGO_WAIT_S
+            done = False
+            while time.time() < deadline:
+                proc.check()
+                done = await _results_projected(prefix, store, target)
+                if done:
+                    break
+                await asyncio.sleep(0.5)
+            mongo_s.append(time.time() - sent["last"] if done else None)
+            if not done:
+                out.setdefault("mongo_incomplete", []).append(
+                    f"run {r + 1}: not projected in {MONGO_WAIT_S:.0f} s"
+                )
+            p50s.append(percentile(lat, 0.5) * 1000)
+            p99s.append(percentile(lat, 0.99) * 1000)
+            maxes.append(max(lat) * 1000 if lat else None)
+            pairs.append(len(lat))
+            jobs_n.append(len(job_ids))
+            lateness.append(sent["send_lateness_max_s"] * 1000)
+            # saturation
+            deltas = advisories(estate, burst, start=datetime.now(UTC), spacing=0, tag=f"sat{r}", seed=r + 50)
+            t0 = time.monotonic()
+            await common.produce_all(f"{prefix}advisories", [(d.id.encode(), encode(d)) for d in deltas])
+            hop = [f"{prefix}{t}" for t in ("advisories", "impact-requests")]
+            t1 = await wait_consumed(group, hop, timeout=600, proc=proc, then=[f"{prefix}impacts"])
+            sat.append(burst / (t1 - t0))
+            rss.append(proc.rss_mb())
+            print(
+                f" e2e run {r + 1}: p50 {p50s[-1]:.0f} ms p99 {p99s[-1]:.0f} ms, mongo {mongo_s[-1]} s,"
+                f" saturation {sat[-1]:.1f} deltas/s, rss {rss[-1]:.0f} MB",
+                flush=True,
+            )
+            await asyncio.sleep(IDLE + 2)
+        out.update(
+            {
+                "rate_per_s": rate,
+                "stream_seconds": seconds,
+                "burst": burst,
+                "latency_p50_ms": summary(p50s, 0),
+                "latency_p99_ms": summary(p99s, 0),
+                "latency_max_ms": summary([m for m in maxes if m is not None], 0),
+                "advisory_job_pairs": pairs,
+                "jobs_per_run": jobs_n,
+                "send_lateness_max_ms": summary(lateness, 1),
+                "last_result_in_mongo_after_last_send_s": summary([x for x in mongo_s if x is not None], 2),
+                "saturation_deltas_per_s": summary(sat, 1),
+                "worker_rss_mb": summary([x for x in rss if x is not None], 0),
+                "worker_peak_rss_mb": proc.hwm_mb(),
+            }
+        )
+        # Replayed while the worker is idle but alive (its projector holds no cursor then).
+        reps = []
+        for r in range(runs):
+            try:
+                reps.append(await replay(prefix, db_name, r))
+            except Exception as exc:  # a wedged FerretDB must not hang the bench
+                out["replay_error"] = repr(exc)
+                break
+        out["replay_events"] = reps[0]["of"] if reps else 0
+        out["replay_events_folded"] = [x["events"] for x in reps]
+        out["replay_events_per_s"] = summary([x["events_per_s"] for x in reps], 0)
+        out["replay_read_seconds"] = summary([x["read_seconds"] for x in reps], 2)
+        print(f" replay {out['replay_events_per_s']}", flush=True)
+    finally:
+        t = time.monotonic()
+        proc.stop()
+        out["worker_stop_seconds"] = round(time.monotonic() - t, 1)
+        try:
+            client.drop_database(db_name)
+            for r in range(runs):
+                client.drop_database(f"{db_name}_rebuild{r}")
+        except Exception as exc:  # a wedged server must not hang the whole bench
+            out["mongo_cleanup_error"] = repr(exc)
+        client.close()
+        await common.delete_prefix(prefix)
+    return out

@@ -1,0 +1,32 @@
+"""Our impact fold alone, for the peer comparison: ``python -m bench.fold_app`` (env as for the worker).
+
+The same faust app the worker builds, but only the stages of the fold are registered: ingest (inventory →
+index-updates / catalog / impacts; advisories → impact-requests), index (index + resolution → impacts) and
+tenant (catalog + windows → jobs and run plans). No job runner, signer or projector compete for the CPU,
+so it does what the Quix peer does, plus the catalog and run-plan records the peer leaves out.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import faust
+
+from agents import index_stage, ingest_stage, tenant_stage
+from agents.pipeline import Pipeline
+from agents.settings import Settings
+
+
+def main() -> int:
+    settings = Settings.from_env()
+    pipe = Pipeline.create(settings)
+    ingest_stage.register(pipe)
+    index_stage.register(pipe)
+    tenant_stage.register(pipe)
+    worker = faust.Worker(pipe.app, loglevel=settings.log_level.lower())
+    worker.execute_from_commandline()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Shared by the determinism, crash, rebuild and scale-out tests: the extended scripted scenario (the
+phases of test_pipeline plus a policy revision and a runtime event), deployments that sign with one key,
+and snapshots of topics and read models that can be compared across deployments."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+
+from schemas.codec import encode
+from schemas.messages import PolicyChange, PolicyRules, RuntimeEvent, Selector
+from signing.keys import generate_keypair
+from tests.integration.kit import produce
+from tests.integration.pipeline_kit import CERN_A, Pipeline, advisories, inventories, later, vex_minimist
+
+BROKEN = (b"broken", b'{"schema": "scheduler.advisory@1", "id": 7')
+PROJECTED_COLLECTIONS = ("runs", "jobs", "images", "windows", "cursors", "deadletters")
+
+
+def policy_r2(at: datetime) -> PolicyChange:
+    """A policy revision for acme (like ops/demo/feed/policy): fail only on critical or KEV."""
+    return PolicyChange(
+        tenant="acme",
+        policy_id="baseline",
+        revision=2,
+        activated_at=at,
+        selector=Selector(all=True),
+        rules=PolicyRules(severity_threshold="critical", fail_on_kev=True, allow_ids=[]),
+    )
+
+
+def runtime_running(at: datetime) -> RuntimeEvent:
+    """CERN_A starts running in a cluster (like ops/demo/feed/runtime): priority is raised."""
+    return RuntimeEvent(
+        tenant="acme",
+        image_digest=CERN_A,
+        cluster="prod-eu-1",
+        namespace="accelerator",
+        state="running",
+        observed_at=at,
+    )
+
+
+async def publish_to(pipe: Pipeline, logical: str, key: bytes, message: BaseModel) -> None:
+    await produce(pipe.bootstrap, f"{pipe.prefix}{logical}", [(key, encode(message))])
+
+
+Hook = Callable[[str], Awaitable[None]]
+
+
+async def _noop(_phase: str) -> None:
+    return None
+
+
+# Distinct jobs after each phase: 3 first evaluations; the advisories touch the two CERN images; so does the
+# VEX statement; the policy revision re-evaluates acme's two images; the runtime event one image.
+JOBS_AFTER = {"inventories": 3, "advisories": 5, "vex": 7, "policy": 9, "runtime": 10}
+
+
+async def settle_phase(pipe: Pipeline, phase: str, timeout: float = 240.0) -> None:
+    """Wait until the phase's jobs exist, then until everything has settled. Waiting for the count first
+    matters: a worker that is still starting (or restarting after a crash) emits nothing, and a plain quiet
+    period would then pass before the phase was processed, letting the next phase's inputs into the
+    knowledge its jobs are evaluated against."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pipe.alive()
+        jobs = await pipe.records("jobs", timeout=1.0)
+        if len({orjson.loads(r.value)["job_id"] for r in jobs}) >= JOBS_AFTER[phase]:
+            break
+        assert time.monotonic() < deadline, f"phase {phase}: only {len(jobs)} job record(s)"
+        await asyncio.sleep(1.0)
+    await pipe.settle(timeout=max(30.0, deadline - time.monotonic()))
+
+
+async def extended_scenario(pipe: Pipeline, during: Hook = _noop, *, workers: int = 1) -> None:
+    """inventories → advisories → a corrupt record + VEX → policy revision → runtime event, each phase
+    settled before the next. ``during(phase)`` runs right after a phase is published (crash points)."""
+    await pipe.start(workers=workers)
+    await pipe.publish(inventories())
+    await during("inventories")
+    await settle_phase(pipe, "inventories")
+    await pipe.publish(advisories(later(60)))
+    await during("advisories")
+    await settle_phase(pipe, "advisories")
+    await produce(pipe.bootstrap, f"{pipe.prefix}advisories", [BROKEN])
+    await pipe.publish(vex_minimist(later(120)))
+    await during("vex")
+    await settle_phase(pipe, "vex")
+    await publish_to(pipe, "policy", b"acme", policy_r2(later(180)))
+    await during("policy")
+    await settle_phase(pipe, "policy")
+    await publish_to(pipe, "runtime", CERN_A.encode(), runtime_running(later(240)))
+    await during("runtime")
+    await settle_phase(pipe, "runtime")
+
+
+def share_key(*pipes: Pipeline) -> None:
+    """Every deployment signs with the first one's key (copied), so signatures can match byte for byte."""
+    first = pipes[0].home / "keys"
+    first.mkdir(parents=True, exist_ok=True)
+    if not (first / "test.key").exists():
+        generate_keypair(first / "test.key", first / "test.pub.json")
+    for pipe in pipes[1:]:
+        target = pipe.home / "keys"
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("test.key", "test.pub.json"):
+            shutil.copy2(first / name, target / name)
+
+
+Partitions = dict[int, list[tuple[bytes | None, bytes | None]]]
+
+
+async def topic_snapshot(pipe: Pipeline, logical: str) -> Partitions:
+    """Records per partition as (key, value), in offset order."""
+    out: Partitions = defaultdict(list)
+    for record in await pipe.records(logical, timeout=2.0):
+        out[record.partition].append((record.key, record.value))
+    return dict(out)
+
+
+def per_key(snapshot: Partitions) -> dict[tuple[int, bytes | None], list[bytes | None]]:
+    """Each key's values in offset order, per partition: the order Kafka does guarantee."""
+    out: dict[tuple[int, bytes | None], list[bytes | None]] = defaultdict(list)
+    for partition, records in snapshot.items():
+        for key, value in records:
+            out[(partition, key)].append(value)
+    return dict(out)
+
+
+def multiset(snapshot: Partitions) -> dict[int, list[tuple[bytes | None, bytes | None]]]:
+    return {p: sorted(records, key=lambda r: (r[0] or b"", r[1] or b"")) for p, records in snapshot.items()}
+
+
+def read_models(pipe: Pipeline, collection_prefix: str = "", *, keep_pos: bool = False) -> dict[str, Any]:
+    """Every projected collection's documents ordered by _id, with this deployment's topic prefix
+    replaced by a placeholder (so two deployments compare); `_pos` dropped unless `keep_pos`."""
+    db = pipe.mongo()
+    dumped: dict[str, Any] = {}
+    for name in PROJECTED_COLLECTIONS:
+        docs = list(db[collection_prefix + name].find({}, sort=[("_id", 1)]))
+        if not keep_pos:
+            docs = [{k: v for k, v in d.items() if k != "_pos"} for d in docs]
+            if name == "deadletters":
+                # A dead letter's `at` is the bad record's Kafka timestamp: part of the input log, which two
+                # deployments fed at different wall-clock moments do not share.
+                docs = [{k: v for k, v in d.items() if k != "at"} for d in docs]
+        dumped[name] = docs
+    text = json.dumps(dumped, sort_keys=True, default=str)
+    # Topic names appear raw, and field-key encoded in `partitions` maps (projections.fold.field_key).
+    for dot in (".", "%2E", "%252E"):
+        text = text.replace(pipe.prefix.replace(".", dot), f"<prefix>{dot}")
+    result: dict[str, Any] = json.loads(text)
+    return result
+
+
+def model_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Readable differences between two `read_models` results (for assertion messages)."""
+    out: list[str] = []
+    for name in sorted(set(a) | set(b)):
+        left = {d["_id"]: d for d in a.get(name, [])}
+        right = {d["_id"]: d for d in b.get(name, [])}
+        for doc_id in sorted(set(left) | set(right)):
+            if left.get(doc_id) != right.get(doc_id):
+                out.append(f"{name}/{doc_id}:\n  {left.get(doc_id)}\n  {right.get(doc_id)}")
+    return out

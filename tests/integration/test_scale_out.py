@@ -1,0 +1,129 @@
+"""Scale-out: workers of one consumer group share 6 partitions; adding and removing workers while deltas flow
+changes nothing in the outcome, and each rebalance settles within a bound.
+
+A single-worker deployment and a scaled one run the extended scenario side by side (one signing key). The
+scaled one starts with 3 workers, gains a 4th while the advisories are being processed, loses one (SIGTERM:
+a clean leave) during the VEX phase and another (SIGKILL: the session timeout has to expire) during the
+policy phase. Both must end with the same distinct job, result and signed-event records and the same read
+models. Each membership change is timed from the change until every live worker logged
+`Resuming flow...` / `Worker ready` again (faust's end of rebalance + table recovery).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pymongo import MongoClient
+
+from tests.integration.kit import Worker
+from tests.integration.pipeline_kit import Pipeline
+from tests.integration.replay_kit import extended_scenario, model_diff, read_models, share_key, topic_snapshot
+
+LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
+RESUMED = ("Resuming flow...", "Worker ready")
+REBALANCE_BOUND_S = 45.0  # session timeout 10 s (kill) + join/sync + changelog recovery, on a 2-core CI box
+
+
+def _times(worker: Worker, needles: tuple[str, ...]) -> list[float]:
+    """Wall-clock times of the log lines containing a needle: JSON lines (`"ts"`) or faust's plain format."""
+    out: list[float] = []
+    for line in worker.output().splitlines():
+        if not any(n in line for n in needles):
+            continue
+        if line.startswith("{"):
+            try:
+                stamp = str(json.loads(line)["ts"])
+            except (ValueError, KeyError):
+                continue
+            out.append(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp())
+        elif match := LOG_TIME.match(line):
+            out.append(datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp())
+    return out
+
+
+async def _rebalanced(live: list[Worker], since: float, timeout: float = 90.0) -> float:
+    """Seconds from `since` (wall clock) until every live worker has resumed after it, and stays resumed
+    (a second round of rebalancing restarts the wait)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        resumed = [max((t for t in _times(w, RESUMED) if t >= since), default=None) for w in live]
+        started = [
+            max((t for t in _times(w, ("Executing _on_partitions_assigned",)) if t >= since), default=0.0)
+            for w in live
+        ]
+        if all(r is not None for r in resumed):
+            last = max(r for r in resumed if r is not None)
+            if last >= max(started):
+                await asyncio.sleep(2.0)  # no further round started meanwhile?
+                again = [max((t for t in _times(w, RESUMED) if t >= since), default=0.0) for w in live]
+                if max(again) == last:
+                    return last - since
+        for w in live:
+            assert w.alive(), w.output()[-3000:]
+        await asyncio.sleep(0.5)
+    raise AssertionError("rebalance did not finish:\n" + "\n".join(w.output()[-2000:] for w in live))
+
+
+def distinct(snapshot: dict[int, list[tuple[bytes | None, bytes | None]]]) -> set[tuple[Any, Any]]:
+    return {record for records in snapshot.values() for record in records}
+
+
+async def test_adding_and_removing_workers_while_deltas_flow(
+    kafka_bootstrap: str,
+    mongo_url: str,
+    mongo_db: tuple[MongoClient[dict[str, Any]], str],
+    prefix: str,
+    tmp_path: Path,
+) -> None:
+    _client, db = mongo_db
+    single = Pipeline(kafka_bootstrap, mongo_url, f"{prefix}s.", db, tmp_path / "single", partitions=6)
+    scaled = Pipeline(kafka_bootstrap, mongo_url, f"{prefix}m.", f"{db}_m", tmp_path / "scaled", partitions=6)
+    share_key(single, scaled)
+    timings: dict[str, float] = {}
+    live: list[Worker] = []
+
+    async def membership(phase: str) -> None:
+        if phase == "inventories":
+            live.extend(scaled.workers)
+            timings["start 3"] = await _rebalanced(live, started)
+        elif phase == "advisories":
+            since = time.time()
+            live.append(scaled.add_worker())
+            timings["add 4th"] = await _rebalanced(live, since)
+        elif phase == "vex":
+            since = time.time()
+            leaving = live.pop(0)
+            await asyncio.to_thread(leaving.stop)
+            timings["stop 1 (SIGTERM)"] = await _rebalanced(live, since)
+        elif phase == "policy":
+            since = time.time()
+            leaving = live.pop(0)
+            leaving.kill()
+            timings["kill 1 (SIGKILL)"] = await _rebalanced(live, since)
+
+    started = time.time()
+    try:
+        await asyncio.gather(extended_scenario(single), extended_scenario(scaled, membership, workers=3))
+        print("rebalance seconds:", {k: round(v, 1) for k, v in timings.items()})
+        assert set(timings) == {"start 3", "add 4th", "stop 1 (SIGTERM)", "kill 1 (SIGKILL)"}
+        for name, seconds in timings.items():
+            assert seconds < REBALANCE_BOUND_S, (name, seconds)
+
+        for logical in ("jobs", "job-results", "events.signed"):
+            a, b = await topic_snapshot(single, logical), await topic_snapshot(scaled, logical)
+            assert distinct(b) == distinct(a), f"{logical}: distinct records differ"
+        models_single, models_scaled = read_models(single), read_models(scaled)
+        assert models_scaled == models_single, "\n".join(model_diff(models_single, models_scaled))
+        single.alive()
+        for w in live:
+            assert w.alive(), w.output()[-3000:]
+    finally:
+        single.stop()
+        scaled.stop()
+        # not dropped: see tests/integration/conftest.py mongo_db (FerretDB dropDatabase can wedge)
