@@ -14,7 +14,16 @@ from typing import Any
 
 import faust
 
-from agents import index_stage, ingest_stage, job_stage, observe, run_stage, signer_stage, tenant_stage
+from agents import (
+    index_stage,
+    ingest_stage,
+    job_stage,
+    observe,
+    run_stage,
+    signer_stage,
+    tenant_stage,
+    watchdog,
+)
 from agents.executors import Executor, HttpExecutor, ReferenceExecutor
 from agents.knowledge import KnowledgeView
 from agents.pipeline import Pipeline
@@ -77,6 +86,7 @@ def build(settings: Settings) -> Pipeline:
     async def project() -> None:
         await projector.run()
 
+    watchdog.register(pipe)
     _health_pages(pipe, projector)
     return pipe
 
