@@ -396,43 +396,46 @@ def _fold_impact(msg: Impact, pos: Position, window_seconds: int) -> list[DocUpd
     ]
 
 
+def _image_update(
+    msg: Inventory | ImageRemoved | RuntimeEvent, pos: Position, fields: dict[str, Any], **guards: Any
+) -> list[DocUpdate]:
+    """One update of the image's document; every image message also re-states the image's identity."""
+    identity = {"tenant": msg.tenant, "image_digest": msg.image_digest}
+    return [
+        DocUpdate(
+            IMAGES,
+            image_id(msg.tenant, msg.image_digest),
+            pos.source,
+            pos.offset,
+            set={**identity, **fields},
+            **guards,
+        )
+    ]
+
+
 def _fold_inventory(msg: Inventory, pos: Position) -> list[DocUpdate]:
     """The image's metadata from its inventory (owner of these paths: the ``inventory`` topic, keyed by
     ``tenant/digest``, so one partition per image). Labels are stored as ``{"key", "value"}`` items sorted by key:
     label keys such as ``app.kubernetes.io/name`` contain dots, which are not usable as field names."""
-    return [
-        DocUpdate(
-            IMAGES,
-            image_id(msg.tenant, msg.image_digest),
-            pos.source,
-            pos.offset,
-            set={
-                "tenant": msg.tenant,
-                "image_digest": msg.image_digest,
-                "repository": msg.repository,
-                "tags": sorted(set(msg.tags)),
-                "namespaces": sorted(set(msg.namespaces)),
-                "labels": [{"key": k, "value": v} for k, v in sorted(msg.labels.items())],
-                "inventory_observed_at": _ts(msg.observed_at),
-                "inventory_source": msg.source,
-                "component_count": len(msg.components),
-                "removed": False,
-            },
-        )
-    ]
+    return _image_update(
+        msg,
+        pos,
+        {
+            "repository": msg.repository,
+            "tags": sorted(set(msg.tags)),
+            "namespaces": sorted(set(msg.namespaces)),
+            "labels": [{"key": k, "value": v} for k, v in sorted(msg.labels.items())],
+            "inventory_observed_at": _ts(msg.observed_at),
+            "inventory_source": msg.source,
+            "component_count": len(msg.components),
+            "removed": False,
+        },
+    )
 
 
 def _fold_image_removed(msg: ImageRemoved, pos: Position) -> list[DocUpdate]:
     """An inventory tombstone: the image is gone. Its last metadata and evaluation stay readable."""
-    return [
-        DocUpdate(
-            IMAGES,
-            image_id(msg.tenant, msg.image_digest),
-            pos.source,
-            pos.offset,
-            set={"tenant": msg.tenant, "image_digest": msg.image_digest, "removed": True},
-        )
-    ]
+    return _image_update(msg, pos, {"removed": True})
 
 
 def _fold_runtime(msg: RuntimeEvent, pos: Position) -> list[DocUpdate]:
@@ -440,20 +443,12 @@ def _fold_runtime(msg: RuntimeEvent, pos: Position) -> list[DocUpdate]:
     by digest: one partition per image, so the last event of a site wins). ``image_view`` derives
     ``running``; a map of fixed-key booleans needs no read-modify-write."""
     site = f"{msg.cluster}/{msg.namespace}"
-    return [
-        DocUpdate(
-            IMAGES,
-            image_id(msg.tenant, msg.image_digest),
-            pos.source,
-            pos.offset,
-            set={
-                "tenant": msg.tenant,
-                "image_digest": msg.image_digest,
-                f"sites.{field_key(site)}": msg.state == "running",
-            },
-            max={"runtime_observed_at": _ts(msg.observed_at)},
-        )
-    ]
+    return _image_update(
+        msg,
+        pos,
+        {f"sites.{field_key(site)}": msg.state == "running"},
+        max={"runtime_observed_at": _ts(msg.observed_at)},
+    )
 
 
 def inventory_tombstone(key: bytes | None) -> ImageRemoved | None:
