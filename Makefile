@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv up down status logs test test-unit lint run worker bench schemas clean promtool
+.PHONY: help venv up down status logs test test-scaleout test-unit lint run worker bench schemas clean promtool
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -41,6 +41,9 @@ test: up promtool  ## the test suite, unit and integration, against the real ser
 promtool:  ## install promtool (Debian's prometheus package) when missing; the alert-rule tests need it
 	@command -v promtool >/dev/null || { echo "installing promtool (apt-get install prometheus)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+test-scaleout: up  ## the multi-worker rebalance test (kept out of `make test`: an open intermittent bug)
+	$(PY) -m pytest -m scaleout tests/integration/test_scale_out.py $(PYTEST_ARGS)
 
 test-unit: venv  ## pure tests only (no services)
 	$(PY) -m pytest -m 'not integration' $(PYTEST_ARGS)
