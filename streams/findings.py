@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from schemas.messages import (
     SEVERITY_RANK,
@@ -81,6 +81,17 @@ def kev_hits(findings: Iterable[Finding]) -> int:
     return sum(1 for f in findings if f.kev)
 
 
+def _identity(job: JobCommand) -> dict[str, Any]:
+    """What every result repeats of its job, so consumers need not join on the command."""
+    return {
+        "job_id": job.job_id,
+        "run_id": job.run_id,
+        "tenant": job.tenant,
+        "image_digest": job.image_digest,
+        "priority": job.priority,
+    }
+
+
 def completed_result(
     job: JobCommand,
     findings: Sequence[Finding],
@@ -94,11 +105,7 @@ def completed_result(
     """The JobResult for a successful execution, with its diff against the image's previous result."""
     ordered = sort_findings(findings)
     return JobResult(
-        job_id=job.job_id,
-        run_id=job.run_id,
-        tenant=job.tenant,
-        image_digest=job.image_digest,
-        priority=job.priority,
+        **_identity(job),
         status="completed",
         finished_at=finished_at,
         attempts=list(attempts),
@@ -124,11 +131,7 @@ def failed_result(
 ) -> JobResult:
     """A job given up on. ``sla_breached`` defaults to True: giving up means no result before the deadline."""
     return JobResult(
-        job_id=job.job_id,
-        run_id=job.run_id,
-        tenant=job.tenant,
-        image_digest=job.image_digest,
-        priority=job.priority,
+        **_identity(job),
         status="failed",
         finished_at=finished_at,
         attempts=list(attempts),
@@ -143,11 +146,7 @@ def failed_result(
 def skipped_result(job: JobCommand, *, finished_at: datetime, reason: str = "run-cancelled") -> JobResult:
     """A queued job that was not executed (its run was cancelled)."""
     return JobResult(
-        job_id=job.job_id,
-        run_id=job.run_id,
-        tenant=job.tenant,
-        image_digest=job.image_digest,
-        priority=job.priority,
+        **_identity(job),
         status="skipped",
         finished_at=finished_at,
         inputs=job.inputs,
