@@ -11,7 +11,7 @@ import faust
 from agents import observe
 from agents.ingest_stage import TAG_ADVISORY, TAG_INDEX_UPDATE, TAG_VEX
 from agents.pipeline import Pipeline
-from agents.shell import Output, apply_guarded, publish, put
+from agents.shell import Output, apply_guarded, publish
 from streams.index import (
     ImageRef,
     apply_index_update,
@@ -70,44 +70,41 @@ def register(pipe: Pipeline) -> None:
             package = (event.key or b"").decode(errors="replace")
             lookup = lookup_in(event.message.partition)
             started = time.perf_counter()
-            if True:
-                if tag == TAG_INDEX_UPDATE:
-                    update = decode_update(body)
-                    if update.op == "add":
-                        # Idempotent: the same id always names the same image.
-                        await put(
-                            directory,
-                            directory_key(event.message.partition, update.image_id),
-                            encode_ref(ImageRef(update.tenant, update.digest)),
-                        )
+            if tag == TAG_INDEX_UPDATE:
+                update = decode_update(body)
+                if update.op == "add":
+                    # Idempotent: the same id always names the same image.
+                    ref = encode_ref(ImageRef(update.tenant, update.digest))
+                    directory[directory_key(event.message.partition, update.image_id)] = ref
 
-                    def fold_index(
-                        state: bytes | None, update: Any = update
-                    ) -> tuple[bytes | None, list[Output]]:
-                        entry = decode_entry(state) if state else None
-                        return encode_entry(apply_index_update(entry, update)), []
+                def fold_index(
+                    state: bytes | None, update: Any = update
+                ) -> tuple[bytes | None, list[Output]]:
+                    entry = decode_entry(state) if state else None
+                    return encode_entry(apply_index_update(entry, update)), []
 
-                    await apply_guarded(index, package, event, fold_index)
-                elif tag == TAG_ADVISORY:
-                    request = decode_advisory_request(body)
+                await apply_guarded(index, package, event, fold_index)
+            elif tag == TAG_ADVISORY:
+                request = decode_advisory_request(body)
 
-                    def fold_specs(
-                        state: bytes | None, request: Any = request
-                    ) -> tuple[bytes | None, list[Output]]:
-                        current = decode_specs(state) if state else None
-                        new_specs, resolution = resolve_advisory(
-                            current, request, entry_of(request.package), lookup
-                        )
-                        return encode_specs(new_specs), impacts_out(resolution.impacts)
+                def fold_specs(
+                    state: bytes | None, request: Any = request
+                ) -> tuple[bytes | None, list[Output]]:
+                    current = decode_specs(state) if state else None
+                    new_specs, resolution = resolve_advisory(
+                        current, request, entry_of(request.package), lookup
+                    )
+                    # Counted here, where they are published: a redelivered duplicate never reaches the fold.
+                    observe.impacts("advisory", time.perf_counter() - started, resolution.impacts)
+                    return encode_specs(new_specs), impacts_out(resolution.impacts)
 
-                    await apply_guarded(specs, package, event, fold_specs)
-                    observe.impacts("advisory", time.perf_counter() - started, [])
-                elif tag == TAG_VEX:
-                    vex_request = decode_vex_package_request(body)
-                    resolution = resolve_vex_package(vex_request, entry_of(vex_request.package), lookup)
-                    await publish(impacts_out(resolution.impacts))
-                    observe.impacts("vex", time.perf_counter() - started, resolution.impacts)
-                else:
-                    raise ValueError(f"unknown record tag {tag!r}")
+                await apply_guarded(specs, package, event, fold_specs)
+            elif tag == TAG_VEX:
+                vex_request = decode_vex_package_request(body)
+                resolution = resolve_vex_package(vex_request, entry_of(vex_request.package), lookup)
+                await publish(impacts_out(resolution.impacts))
+                observe.impacts("vex", time.perf_counter() - started, resolution.impacts)
+            else:
+                raise ValueError(f"unknown record tag {tag!r}")
 
         await pipe.run(stream, "index", handle)

@@ -25,7 +25,7 @@ from agents import observe
 from agents.executors import Executor, Ok, attempt_of, execute_with_timeout
 from agents.pipeline import Pipeline
 from agents.shell import Output, apply_guarded, publish
-from schemas.canonical import dumps
+from schemas.canonical import dumps, parse_time
 from schemas.codec import dead_letter
 from schemas.messages import Attempt, JobAttempt, JobCancel, JobCommand, JobResult
 from streams.fairness import Caps, QueueState, RunningState, admit
@@ -69,7 +69,7 @@ class Entry:
 
 
 def _time(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+    return parse_time(text) if text else None
 
 
 class Runner:

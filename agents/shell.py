@@ -53,17 +53,8 @@ async def apply_guarded(table: Any, key: str, event: faust.EventT[Any], fold: Fo
         return False
     new_state, outputs = fold(current.state)
     await publish(outputs)
-    await put(table, key, encode(current.advance(new_state, source, message.offset)))
+    # Not awaited: faust-streaming flushes its producer (acks included) before it commits any input
+    # offset (`Consumer._commit_offsets`), so a changelog record lost in a crash belongs to an input that
+    # is redelivered and recomputed. Only the outputs above need their acks first.
+    table[key] = encode(current.advance(new_state, source, message.offset))
     return True
-
-
-async def put(table: Any, key: str, value: bytes) -> None:
-    """`table[key] = value`: the changelog record goes through faust's send buffer, unawaited.
-
-    That is safe without waiting for the broker's ack because faust-streaming flushes its producer (the
-    buffer, then every in-flight record, acks included) before it commits any input offset
-    (`Consumer._commit_offsets`). A changelog record lost in a crash therefore belongs to an input whose
-    offset was not committed either: the input is redelivered and the write recomputed. Waiting per
-    write cost one broker round trip per record (~400 records/s per agent instead of thousands).
-    """
-    table[key] = value
