@@ -42,7 +42,7 @@ promtool:  ## install promtool (Debian's prometheus package) when missing; the a
 	@command -v promtool >/dev/null || { echo "installing promtool (apt-get install prometheus)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
-test-scaleout: up  ## the multi-worker rebalance test (kept out of `make test`: an open intermittent bug)
+test-scaleout: up  ## the multi-worker rebalance test alone (it is part of `make test` too)
 	$(PY) -m pytest -m scaleout tests/integration/test_scale_out.py $(PYTEST_ARGS)
 
 test-unit: venv  ## pure tests only (no services)

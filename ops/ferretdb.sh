@@ -37,7 +37,10 @@ start() {
   build
   mkdir -p "$DATA_DIR/sqlite" "$DATA_DIR/logs"
   log "starting FerretDB $FERRETDB_VERSION (SQLite backend) on $MONGO_HOST:$MONGO_PORT"
-  nohup "$BIN" --handler=sqlite --sqlite-url="file:$DATA_DIR/sqlite/" \
+  # synchronous(normal) with FerretDB's default WAL journal: a commit does not wait for an fsync (about 30 %
+  # more single upserts/s here). A crash of FerretDB itself loses nothing; a power cut can lose the last
+  # commits, documents and the projector's checkpoints together, and the projector re-applies them.
+  nohup "$BIN" --handler=sqlite --sqlite-url="file:$DATA_DIR/sqlite/?_pragma=synchronous(normal)" \
     --listen-addr="$MONGO_HOST:$MONGO_PORT" --debug-addr=- --telemetry=disable \
     --log-level=WARN --state-dir="$DATA_DIR" > "$DATA_DIR/logs/ferretdb.log" 2>&1 < /dev/null &
   echo $! > "$PID_FILE"

@@ -28,9 +28,7 @@ from tests.integration.replay_kit import extended_scenario, model_diff, read_mod
 
 LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
 RESUMED = ("Resuming flow...", "Worker ready")
-# Not in `make test`: in about one run in three a VEX impact is lost after a rebalance (an open bug, see
-# the README); run it with `make test-scaleout`.
-pytestmark = pytest.mark.scaleout
+pytestmark = pytest.mark.scaleout  # also alone: `make test-scaleout`
 
 REBALANCE_BOUND_S = 45.0  # session timeout 10 s (kill) + join/sync + changelog recovery, on a 2-core CI box
 
