@@ -74,9 +74,26 @@ def mongo_db(mongo_url: str) -> Iterator[tuple[MongoClient[dict[str, Any]], str]
 
 
 @pytest.fixture
-def prefix() -> str:
-    """A unique topic prefix, so tests never see each other's messages."""
-    return f"t{uuid.uuid4().hex[:10]}."
+def prefix() -> Iterator[str]:
+    """A unique topic prefix, so tests never see each other's messages. Its topics (faust's changelogs
+    included: they start with the app id, which starts with the prefix) are deleted afterwards, or a broker
+    that serves many test runs runs out of file descriptors (one open segment per partition)."""
+    name = f"t{uuid.uuid4().hex[:10]}."
+    yield name
+    asyncio.run(_delete_topics(name))
+
+
+async def _delete_topics(prefix: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if names:
+            await admin.delete_topics(names)
+    except Exception as exc:  # cleanup only: a test's outcome does not depend on it
+        print(f"could not delete the topics of {prefix}: {exc!r}")
+    finally:
+        await admin.close()
 
 
 @pytest.fixture
