@@ -73,25 +73,37 @@ def mongo_db(mongo_url: str) -> Iterator[tuple[MongoClient[dict[str, Any]], str]
     client.close()
 
 
+_PREFIXES: list[str] = []
+
+
 @pytest.fixture
-def prefix() -> Iterator[str]:
-    """A unique topic prefix, so tests never see each other's messages. Its topics (faust's changelogs
-    included: they start with the app id, which starts with the prefix) are deleted afterwards, or a broker
-    that serves many test runs runs out of file descriptors (one open segment per partition)."""
+def prefix() -> str:
+    """A unique topic prefix, so tests never see each other's messages."""
     name = f"t{uuid.uuid4().hex[:10]}."
-    yield name
-    asyncio.run(_delete_topics(name))
+    _PREFIXES.append(name)
+    return name
 
 
-async def _delete_topics(prefix: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA, request_timeout_ms=10_000)
+@pytest.fixture(scope="session", autouse=True)
+def _delete_test_topics() -> Iterator[None]:
+    """Every test's topics (faust's changelogs too: they start with the app id, which starts with the
+    prefix) are deleted once the session ends, or a broker that serves many runs runs out of file
+    descriptors (one open segment per partition). Not per test: with deletions running next to the next
+    test's topic creation, that test's producer saw NotLeaderForPartition for minutes."""
+    yield
+    if _PREFIXES:
+        asyncio.run(_delete_topics(tuple(_PREFIXES)))
+
+
+async def _delete_topics(prefixes: tuple[str, ...]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA, request_timeout_ms=30_000)
     await admin.start()
     try:
-        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
-        if names:
-            await admin.delete_topics(names)
-    except Exception as exc:  # cleanup only: a test's outcome does not depend on it
-        print(f"could not delete the topics of {prefix}: {exc!r}")
+        names = [t for t in await admin.list_topics() if t.startswith(prefixes)]
+        for start in range(0, len(names), 200):
+            await admin.delete_topics(names[start : start + 200])
+    except Exception as exc:  # cleanup only: no test's outcome depends on it
+        print(f"could not delete the tests' topics: {exc!r}")
     finally:
         await admin.close()
 
