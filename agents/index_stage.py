@@ -11,7 +11,7 @@ import faust
 from agents import observe
 from agents.ingest_stage import TAG_ADVISORY, TAG_INDEX_UPDATE, TAG_VEX
 from agents.pipeline import Pipeline
-from agents.shell import Output, apply_guarded, publish
+from agents.shell import Output, apply_guarded, publish, read, write
 from streams.index import (
     ImageRef,
     apply_index_update,
@@ -40,7 +40,7 @@ def register(pipe: Pipeline) -> None:
     def entry_of(package: str) -> Any:
         from streams.guard import decode as unguard
 
-        state = unguard(index.get(package)).state
+        state = unguard(read(index, package)).state
         return decode_entry(state) if state else None
 
     def directory_key(partition: int, image_id: int) -> str:
@@ -54,7 +54,7 @@ def register(pipe: Pipeline) -> None:
 
     def lookup_in(partition: int) -> Any:
         def lookup(image_id: int) -> ImageRef | None:
-            raw = directory.get(directory_key(partition, image_id)) or directory.get(str(image_id))
+            raw = read(directory, directory_key(partition, image_id)) or read(directory, str(image_id))
             return decode_ref(raw) if raw else None  # the unpartitioned key: older state
 
         return lookup
@@ -75,7 +75,7 @@ def register(pipe: Pipeline) -> None:
                 if update.op == "add":
                     # Idempotent: the same id always names the same image.
                     ref = encode_ref(ImageRef(update.tenant, update.digest))
-                    directory[directory_key(event.message.partition, update.image_id)] = ref
+                    write(directory, directory_key(event.message.partition, update.image_id), ref, event)
 
                 def fold_index(
                     state: bytes | None, update: Any = update
@@ -107,4 +107,4 @@ def register(pipe: Pipeline) -> None:
             else:
                 raise ValueError(f"unknown record tag {tag!r}")
 
-        await pipe.run(stream, "index", handle)
+        await pipe.run(stream, "index", handle, batched=True)

@@ -102,7 +102,7 @@ def register(pipe: Pipeline) -> None:
             if table_key:
                 await apply_guarded(images, table_key, event, fold)
 
-        await pipe.run(stream, "inventory", handle)
+        await pipe.run(stream, "inventory", handle, batched=True)
 
     @app.agent(pipe.source("advisories"), name="advisories")
     async def advisory_agent(stream: faust.StreamT[Any]) -> None:
@@ -128,7 +128,7 @@ def register(pipe: Pipeline) -> None:
 
             await apply_guarded(advisory_packages, delta.id, event, fold)
 
-        await pipe.run(stream, "advisories", handle)
+        await pipe.run(stream, "advisories", handle, batched=True)
 
     @app.agent(pipe.source("vex"), name="vex")
     async def vex_agent(stream: faust.StreamT[Any]) -> None:
@@ -159,7 +159,7 @@ def register(pipe: Pipeline) -> None:
             )
             await publish(outputs)
 
-        await pipe.run(stream, "vex", handle)
+        await pipe.run(stream, "vex", handle, batched=True)
 
     @app.agent(pipe.source("runtime"), name="runtime")
     async def runtime_agent(stream: faust.StreamT[Any]) -> None:
@@ -172,4 +172,4 @@ def register(pipe: Pipeline) -> None:
             assert isinstance(runtime, RuntimeEvent)
             await publish([pipe.out("catalog-updates", runtime.tenant, runtime)])
 
-        await pipe.run(stream, "runtime", handle)
+        await pipe.run(stream, "runtime", handle, batched=True)

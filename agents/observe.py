@@ -43,6 +43,11 @@ def folded(agent: str) -> None:
 
 
 @_safe
+def batch(agent: str, records: int) -> None:
+    _m().record_batch(agent, records)
+
+
+@_safe
 def duplicate(agent: str) -> None:
     _m().record_duplicate(agent)
 

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
 from aiokafka.errors import KafkaError
+from faust.streams import _current_event
+from faust.transport.producer import ProducerBuffer
 from pydantic import BaseModel
 
 from agents import observe
 from agents.settings import Settings
-from agents.shell import Output, publish
+from agents.shell import Output, end_batch, open_batch, publish
 from agents.topology import topics as topic_specs
 from schemas.codec import Decoded, Rejected, dead_letter, decode, encode
 
@@ -50,6 +53,9 @@ class Pipeline:
     @classmethod
     def create(cls, settings: Settings) -> Pipeline:
         app = faust.App(settings.app_id, **settings.faust_config())
+        # A batch's table writes reach faust's producer buffer at once; past `max_messages` it logs
+        # "producer buffer full" and drains. Size it to a batch's writes (it is a class attribute).
+        ProducerBuffer.max_messages = max(ProducerBuffer.max_messages, 4 * settings.batch_max)
         pipe = cls(app, settings)
         for spec in topic_specs(settings.topic_prefix, settings.partitions):
             logical = spec.name[len(settings.topic_prefix) :]
@@ -88,32 +94,71 @@ class Pipeline:
         return result
 
     async def run(
-        self, stream: faust.StreamT[Any], agent: str, handle: Callable[[faust.EventT[Any]], Awaitable[None]]
+        self,
+        stream: faust.StreamT[Any],
+        agent: str,
+        handle: Callable[[faust.EventT[Any]], Awaitable[None]],
+        *,
+        batched: bool = False,
     ) -> None:
         """The loop every agent runs. A broker hiccup is retried; any other failure while handling one
-        record dead-letters that record (original bytes, position, error) and the agent carries on."""
-        async for event in stream.events():
-            for attempt in range(1, KAFKA_RETRIES + 1):
-                try:
-                    await handle(event)
-                    observe.folded(agent)
-                    break
-                except KafkaError as exc:
-                    if attempt == KAFKA_RETRIES:
-                        raise  # let faust's supervisor restart the agent; the input is not committed
-                    log.warning("%s: broker error %r, retrying (%d/%d)", agent, exc, attempt, KAFKA_RETRIES)
-                    await asyncio.sleep(min(2**attempt, 10))
-                except Exception as exc:
-                    log.exception(
-                        "%s: failed on %s/%d@%d",
-                        agent,
-                        event.message.topic,
-                        event.message.partition,
-                        event.message.offset,
-                    )
-                    reason = f"{agent}: {type(exc).__name__}: {exc}"
-                    await self.reject(event, Rejected(self.logical_of(event), "processing-error", reason, ""))
-                    break
+        record dead-letters that record (original bytes, position, error) and the agent carries on.
+
+        `batched`: records are handled a fetched batch at a time (agents.shell.Batch): one wait for the
+        outputs' acks per batch instead of per record. Only for stages whose handlers do all their reads
+        and writes through `agents.shell` (read / write / apply_guarded / publish)."""
+        if not batched:
+            async for event in stream.events():
+                await self._handle(agent, handle, event)
+            return
+        within = max(self.settings.batch_wait_ms, 1) / 1000
+        # take_events: on faust's Stream, not on its StreamT protocol
+        batches = cast("faust.Stream[Any]", stream).take_events(self.settings.batch_max, within=within)
+        async for events in batches:
+            batch, token = open_batch()
+            try:
+                for event in events:
+                    current = _current_event.set(weakref.ref(event))
+                    try:
+                        await self._handle(agent, handle, event)
+                    finally:
+                        _current_event.reset(current)
+            finally:
+                end_batch(token)
+
+            async def on_retry(attempt: int, exc: KafkaError, agent: str = agent) -> None:
+                log.warning("%s: broker error %r closing a batch, re-sending (%d)", agent, exc, attempt)
+                await asyncio.sleep(min(2**attempt, 10))
+
+            # Never gives up: faust acks the batch's inputs once this loop body returns, so returning (or
+            # raising) before the outputs are acked would commit inputs whose effects are lost.
+            await batch.close(on_retry)
+            observe.batch(agent, len(events))
+
+    async def _handle(
+        self, agent: str, handle: Callable[[faust.EventT[Any]], Awaitable[None]], event: faust.EventT[Any]
+    ) -> None:
+        for attempt in range(1, KAFKA_RETRIES + 1):
+            try:
+                await handle(event)
+                observe.folded(agent)
+                break
+            except KafkaError as exc:
+                if attempt == KAFKA_RETRIES:
+                    raise  # let faust's supervisor restart the agent; the input is not committed
+                log.warning("%s: broker error %r, retrying (%d/%d)", agent, exc, attempt, KAFKA_RETRIES)
+                await asyncio.sleep(min(2**attempt, 10))
+            except Exception as exc:
+                log.exception(
+                    "%s: failed on %s/%d@%d",
+                    agent,
+                    event.message.topic,
+                    event.message.partition,
+                    event.message.offset,
+                )
+                reason = f"{agent}: {type(exc).__name__}: {exc}"
+                await self.reject(event, Rejected(self.logical_of(event), "processing-error", reason, ""))
+                break
 
     async def reject(self, event: faust.EventT[Any], rejected: Rejected) -> None:
         message = event.message

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from pymongo import MongoClient
+from pymongo.errors import AutoReconnect, NetworkTimeout, ServerSelectionTimeoutError
 
 from agents import observe
 from agents.settings import Settings
@@ -105,6 +106,20 @@ class ProjectorService:
         )
         await self.seek(list(self.consumer.assignment()))
 
+    async def _project(self, items: list[Any]) -> None:
+        """Fold a fetched batch into MongoDB; an unreachable or stalled server is waited out (nothing is
+        committed meanwhile), so the worker keeps its stages running while MongoDB is away."""
+        delay = 1.0
+        while True:
+            try:
+                stats = await asyncio.to_thread(self.projector.process, items)
+                observe.projection_writes(stats.updates)
+                return
+            except (AutoReconnect, NetworkTimeout, ServerSelectionTimeoutError) as exc:
+                log.warning("projector: MongoDB unavailable (%r); retrying in %.0f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
     async def run(self) -> None:
         await asyncio.to_thread(self.store.ensure_indexes)
         consumer = AIOKafkaConsumer(
@@ -132,8 +147,7 @@ class ProjectorService:
                         if item is not None:
                             items.append(item)
                 if items:
-                    stats = await asyncio.to_thread(self.projector.process, items)
-                    observe.projection_writes(stats.updates)
+                    await self._project(items)
                 if batch:
                     await consumer.commit()
                 if time.monotonic() - last_pointer_check > 5:

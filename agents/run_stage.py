@@ -56,4 +56,4 @@ def register(pipe: Pipeline) -> None:
 
             await apply_guarded(runs, run_id, event, fold)
 
-        await pipe.run(stream, "runs", handle)
+        await pipe.run(stream, "runs", handle, batched=True)

@@ -51,6 +51,10 @@ class Settings:
     retry_max_seconds: int = 900
     retry_max_attempts: int = 5
     log_level: str = "INFO"
+    # The fold stages handle a fetched batch of up to `batch_max` records per ack wait; a batch closes
+    # early when no record arrived for `batch_wait_ms` (the latency it may add at low rates).
+    batch_max: int = 500
+    batch_wait_ms: int = 5
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -79,6 +83,8 @@ class Settings:
             "retry_max_seconds": _int("STELLA_RETRY_MAX_SECONDS", cls.retry_max_seconds),
             "retry_max_attempts": _int("STELLA_RETRY_MAX_ATTEMPTS", cls.retry_max_attempts),
             "log_level": _env("STELLA_LOG_LEVEL", cls.log_level),
+            "batch_max": _int("STELLA_BATCH_MAX", cls.batch_max),
+            "batch_wait_ms": _int("STELLA_BATCH_WAIT_MS", cls.batch_wait_ms),
         }
         values.update(overrides)
         return cls(**values)

@@ -2,16 +2,26 @@
 
 `apply_guarded` is the at-least-once protocol of streams/guard.py: skip inputs a table value has already
 absorbed, publish the fold's outputs and wait for the broker's acks, and only then write the table.
+
+Inside a `Batch` (the fold stages process their input a fetched batch at a time, see `Pipeline.run`) the
+same protocol holds per batch instead of per record: outputs are sent at once and their acks awaited
+together when the batch closes, table writes are held back until then (reads see them meanwhile through the
+batch's overlay), and faust acks the batch's input offsets only after that. A crash before the acks leaves
+no table write and no committed input, so the whole batch is redelivered and recomputed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
+from faust.streams import _current_event
 
 from streams.guard import Guarded, decode, encode, source_of
 
@@ -26,14 +36,100 @@ class Output:
     partition: int | None = None
 
 
+async def _send(outputs: Iterable[Output]) -> list[Awaitable[Any]]:
+    return [
+        await out.topic.send(key=out.key, value=out.value, partition=out.partition, force=True)
+        for out in outputs
+    ]
+
+
+@dataclass
+class Batch:
+    """The outputs and table writes of the records handled since the batch opened."""
+
+    outputs: list[Output] = field(default_factory=list)
+    acks: list[Awaitable[Any]] = field(default_factory=list)
+    writes: list[tuple[Any, str, bytes | None, faust.EventT[Any]]] = field(default_factory=list)
+    overlay: dict[tuple[int, str], bytes | None] = field(default_factory=dict)
+    open: bool = True
+
+    async def close(self, on_retry: Callable[[int, KafkaError], Awaitable[None]]) -> None:
+        """Wait for every output's ack, re-sending all of them after a broker error (duplicates are
+        harmless: consumers dedupe) until they are acked; then apply the held-back table writes in input
+        order."""
+        self.open = False
+        attempt = 0
+        while self.acks:
+            try:
+                await asyncio.gather(*self.acks)
+                break
+            except KafkaError as exc:
+                attempt += 1
+                await on_retry(attempt, exc)
+                self.acks = await _send(self.outputs)
+        for table, key, value, event in self.writes:
+            token = _current_event.set(weakref.ref(event))  # faust picks the changelog partition from it
+            try:
+                table[key] = value
+            finally:
+                _current_event.reset(token)
+
+
+_batch: ContextVar[Batch | None] = ContextVar("stella_batch", default=None)
+
+
+def open_batch() -> tuple[Batch, Any]:
+    batch = Batch()
+    return batch, _batch.set(batch)
+
+
+def end_batch(token: Any) -> None:
+    _batch.reset(token)
+
+
+def _current() -> Batch | None:
+    batch = _batch.get()
+    # Tasks spawned while a batch was open inherit it; once it is closed they publish directly.
+    return batch if batch is not None and batch.open else None
+
+
 async def publish(outputs: Iterable[Output]) -> None:
-    """Send every output now (not attached to the input's commit) and wait until all are acked."""
-    pending: list[Awaitable[Any]] = []
-    for out in outputs:
-        fut = await out.topic.send(key=out.key, value=out.value, partition=out.partition, force=True)
-        pending.append(fut)
-    if pending:
+    """Send every output now; wait until all are acked (in a batch: when the batch closes)."""
+    outputs = list(outputs)
+    pending = await _send(outputs)
+    batch = _current()
+    if batch is not None:
+        batch.outputs.extend(outputs)
+        batch.acks.extend(pending)
+    elif pending:
         await asyncio.gather(*pending)
+
+
+def read(table: Any, key: str) -> Any:
+    """A table value as this record should see it: the batch's pending write, else the table's."""
+    batch = _current()
+    if batch is not None and (id(table), key) in batch.overlay:
+        return batch.overlay[(id(table), key)]
+    return table.get(key)
+
+
+def keys(table: Any) -> set[str]:
+    """The table's keys, including those this batch adds."""
+    found = set(table.keys())
+    batch = _current()
+    if batch is not None:
+        found.update(key for (table_id, key) in batch.overlay if table_id == id(table))
+    return found
+
+
+def write(table: Any, key: str, value: bytes, event: faust.EventT[Any]) -> None:
+    """Set a table value (in a batch: when the batch closes, after the outputs' acks)."""
+    batch = _current()
+    if batch is None:
+        table[key] = value
+        return
+    batch.overlay[(id(table), key)] = value
+    batch.writes.append((table, key, value, event))
 
 
 Fold = Callable[[bytes | None], tuple[bytes | None, list[Output]]]
@@ -48,7 +144,7 @@ async def apply_guarded(table: Any, key: str, event: faust.EventT[Any], fold: Fo
     """
     message = event.message
     source = source_of(message.topic, message.partition)
-    current: Guarded = decode(table.get(key))
+    current: Guarded = decode(read(table, key))
     if current.seen(source, message.offset):
         return False
     new_state, outputs = fold(current.state)
@@ -56,5 +152,5 @@ async def apply_guarded(table: Any, key: str, event: faust.EventT[Any], fold: Fo
     # Not awaited: faust-streaming flushes its producer (acks included) before it commits any input
     # offset (`Consumer._commit_offsets`), so a changelog record lost in a crash belongs to an input that
     # is redelivered and recomputed. Only the outputs above need their acks first.
-    table[key] = encode(current.advance(new_state, source, message.offset))
+    write(table, key, encode(current.advance(new_state, source, message.offset)), event)
     return True

@@ -52,4 +52,4 @@ def register(pipe: Pipeline, key: SigningKey) -> None:
             )
             observe.signed(predicate_type_of(message))
 
-        await pipe.run(stream, "signer", handle)
+        await pipe.run(stream, "signer", handle, batched=True)

@@ -13,7 +13,7 @@ from aiokafka.partitioner import murmur2
 
 from agents import observe
 from agents.pipeline import Pipeline
-from agents.shell import Output, apply_guarded
+from agents.shell import Output, apply_guarded, keys, read
 from schemas.messages import (
     ImageRemoved,
     Impact,
@@ -76,7 +76,7 @@ def register(pipe: Pipeline) -> None:
     window, grace = settings.window_seconds, settings.grace_seconds
 
     def running(tenant: str, digest: str) -> bool:
-        state = unguard(catalog.get(tenant)).state
+        state = unguard(read(catalog, tenant)).state
         if not state:
             return False
         meta = decode_catalog(state).images.get(digest)
@@ -105,7 +105,7 @@ def register(pipe: Pipeline) -> None:
     async def on_tick(event: faust.EventT[Any], tick: Tick) -> None:
         idle_after = settings.idle_flush_seconds
         now = time.monotonic()
-        for tenant in sorted(set(windows.keys())):
+        for tenant in sorted(keys(windows)):
             if partition_of(tenant, settings.partitions) != event.message.partition:
                 continue
             # A tenant this process has not seen yet (after a restart or a rebalance) gets a full idle
@@ -149,7 +149,7 @@ def register(pipe: Pipeline) -> None:
             elif isinstance(model, RuntimeEvent):
                 await on_runtime(event, model)
             elif isinstance(model, PolicyChange | Recheck):
-                raw = unguard(catalog.get(model.tenant)).state
+                raw = unguard(read(catalog, model.tenant)).state
                 current_catalog = decode_catalog(raw) if raw else None
                 resolution = (
                     resolve_policy(current_catalog, model)
@@ -159,11 +159,11 @@ def register(pipe: Pipeline) -> None:
                 observe.impacts_from(resolution.impacts)
                 await to_windows(model.tenant or tenant, event, resolution.impacts)
 
-        await pipe.run(stream, "tenant", handle)
+        await pipe.run(stream, "tenant", handle, batched=True)
 
     async def on_runtime(event: faust.EventT[Any], runtime: RuntimeEvent) -> None:
         key = f"{runtime.tenant}/{runtime.image_digest}"
-        raw = unguard(sites.get(key)).state
+        raw = unguard(read(sites, key)).state
         before = decode_sites(raw) if raw else None
         after, impact = apply_runtime(before, runtime)
         # Write order matters for crash safety: the consumer of derived data (windows) first, the state

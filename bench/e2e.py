@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 from pymongo import MongoClient
+from pymongo.errors import PyMongoError
 
 from agents.projector import PROJECTED, positioned
 from agents.settings import Settings
@@ -39,7 +40,7 @@ from schemas.codec import encode
 
 WINDOW, GRACE, IDLE = 2, 0, 2
 REPLAY_BUDGET_S = 30.0
-MONGO_WAIT_S = 60.0
+MONGO_WAIT_S = 120.0
 
 
 def _env(prefix: str, db: str) -> dict[str, str]:
@@ -126,7 +127,11 @@ async def _results_projected(prefix: str, store: MongoStore, jobs_total: int) ->
         await consumer.stop()
     if sum(ends.values()) < jobs_total:
         return False
-    checkpoints = await asyncio.to_thread(store.get_checkpoints, f"{prefix}app-projector")
+    try:
+        checkpoints = await asyncio.to_thread(store.get_checkpoints, f"{prefix}app-projector")
+    except PyMongoError as exc:  # FerretDB stalls under projection load now and then: poll again
+        print(f"  checkpoint poll failed: {exc!r}", flush=True)
+        return False
     return all(
         checkpoints.get((tp.topic, tp.partition), -1) >= end - 1 for tp, end in ends.items() if end > 0
     )
@@ -217,7 +222,7 @@ async def run(images: int, rate: float, seconds: float, burst: int, runs: int) -
     proc = Proc(["-m", "agents.worker"], _env(prefix, db_name), common.RUN_DIR / f"{prefix}log")
     proc.start()
     client: MongoClient[dict[str, Any]] = MongoClient(
-        MONGO_URL, serverSelectionTimeoutMS=10_000, socketTimeoutMS=60_000
+        MONGO_URL, serverSelectionTimeoutMS=10_000, socketTimeoutMS=10_000
     )
     out: dict[str, Any] = {"images": images, "components": estate.components, "prefix": prefix}
     group = f"{prefix}app"

@@ -25,7 +25,7 @@ RESULTS = HERE / "results"
 FULL = {
     "core": {"images": 1000, "deltas": 300, "runs": 5},
     "fold": {"images": 100, "deltas": 100, "runs": 3, "partitions": 6, "pass_count": 20_000},
-    "e2e": {"images": 20, "rate": 5.0, "seconds": 6.0, "burst": 20, "runs": 3},
+    "e2e": {"images": 120, "rate": 5.0, "seconds": 6.0, "burst": 50, "runs": 3},
 }
 QUICK = {
     "core": {"images": 200, "deltas": 50, "runs": 3},

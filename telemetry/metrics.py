@@ -146,6 +146,12 @@ CONSUMER_LAG = _gauge(
 MESSAGES_FOLDED = _counter(
     "scheduler_messages_folded_total", "Messages folded into an agent's table or state.", ["agent"]
 )
+BATCH_SIZE = _histogram(
+    "scheduler_batch_records",
+    "Records a fold stage handled per broker-ack wait (one batch).",
+    (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+    ["agent"],
+)
 DUPLICATES_SKIPPED = _counter(
     "scheduler_duplicates_skipped_total",
     "Messages an agent skipped because their id or source offset was already applied (at-least-once).",
@@ -343,6 +349,10 @@ def set_projection_lag(collection_group: str, topic: str, partition: int, lag: i
 
 def record_folded(agent: str, count: int = 1) -> None:
     MESSAGES_FOLDED.labels(agent).inc(count)
+
+
+def record_batch(agent: str, records: int) -> None:
+    BATCH_SIZE.labels(agent).observe(records)
 
 
 def record_duplicate(agent: str) -> None:

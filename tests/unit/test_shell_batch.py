@@ -1,0 +1,146 @@
+"""agents.shell's batch protocol with in-memory twins of a faust topic and table: outputs are sent at once,
+their acks awaited when the batch closes, table writes held back until then and seen through the overlay."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+from aiokafka.errors import KafkaConnectionError
+
+from agents import shell
+from agents.shell import Output, apply_guarded, end_batch, keys, open_batch, publish, read, write
+from streams.guard import decode
+
+
+class Topic:
+    """Records what was sent; acks stay pending until `ack_all` (or fail once with `fail_next`)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes | None, bytes | None]] = []
+        self.pending: list[asyncio.Future[None]] = []
+        self.fail_next = False
+
+    async def send(self, *, key: Any, value: Any, partition: Any, force: bool) -> asyncio.Future[None]:
+        self.sent.append((key, value))
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.fail_next:
+            self.fail_next = False
+            fut.set_exception(KafkaConnectionError("broker away"))
+        self.pending.append(fut)
+        return fut
+
+    def ack_all(self) -> None:
+        for fut in self.pending:
+            if not fut.done():
+                fut.set_result(None)
+
+
+class Table(dict[str, Any]):
+    """A faust table's mapping surface; records the order of writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[str] = []
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.log.append(key)
+        super().__setitem__(key, value)
+
+
+class Event:
+    """A faust event's surface (weak-referenceable, as faust's current-event slot requires)."""
+
+    def __init__(self, offset: int, partition: int) -> None:
+        self.message = SimpleNamespace(topic="in", partition=partition, offset=offset)
+
+
+def event(offset: int, partition: int = 0) -> Any:
+    return Event(offset, partition)
+
+
+async def test_outputs_are_acked_before_table_writes_and_reads_see_pending_writes() -> None:
+    topic, table = Topic(), Table()
+    batch, token = open_batch()
+    try:
+        await publish([Output(topic, b"k", b"v")])  # type: ignore[arg-type]
+        write(table, "a", b"1", event(0))
+        assert read(table, "a") == b"1"
+        assert "a" not in table
+        assert keys(table) == {"a"}
+    finally:
+        end_batch(token)
+    closing = asyncio.create_task(batch.close(lambda attempt, exc: asyncio.sleep(0)))
+    await asyncio.sleep(0.01)
+    assert not closing.done()
+    assert table == {}
+    topic.ack_all()
+    await closing
+    assert table == {"a": b"1"}
+
+
+async def test_a_broker_error_re_sends_every_output_of_the_batch() -> None:
+    topic, table = Topic(), Table()
+    topic.fail_next = True
+    retries: list[int] = []
+
+    async def on_retry(attempt: int, exc: Exception) -> None:
+        retries.append(attempt)
+        asyncio.get_running_loop().call_soon(topic.ack_all)
+
+    batch, token = open_batch()
+    try:
+        await publish([Output(topic, b"k1", b"a"), Output(topic, b"k2", b"b")])  # type: ignore[arg-type]
+        write(table, "x", b"1", event(0))
+    finally:
+        end_batch(token)
+    topic.ack_all()
+    await batch.close(on_retry)
+    assert retries == [1]
+    assert topic.sent == [(b"k1", b"a"), (b"k2", b"b"), (b"k1", b"a"), (b"k2", b"b")]
+    assert table == {"x": b"1"}
+
+
+async def test_guarded_folds_in_one_batch_chain_through_the_overlay_and_skip_duplicates() -> None:
+    topic, table = Topic(), Table()
+
+    def add(n: int) -> Any:
+        def fold(state: bytes | None) -> tuple[bytes | None, list[Output]]:
+            total = int(state or b"0") + n
+            return str(total).encode(), [Output(topic, b"sum", str(total).encode())]  # type: ignore[arg-type]
+
+        return fold
+
+    batch, token = open_batch()
+    try:
+        assert await apply_guarded(table, "t", event(0), add(2))
+        assert await apply_guarded(table, "t", event(1), add(3))
+        assert not await apply_guarded(table, "t", event(1), add(3))  # redelivered: skipped
+    finally:
+        end_batch(token)
+    topic.ack_all()
+    await batch.close(lambda attempt, exc: asyncio.sleep(0))
+    assert decode(table["t"]).state == b"5"
+    assert table.log == ["t", "t"]
+    assert [v for _, v in topic.sent] == [b"2", b"5"]
+
+
+async def test_outside_a_batch_and_after_it_closed_effects_are_immediate() -> None:
+    topic, table = Topic(), Table()
+    write(table, "a", b"1", event(0))
+    assert table == {"a": b"1"}
+    batch, token = open_batch()
+    end_batch(token)
+    batch.open = False
+    inherited = shell._batch.set(batch)  # a task spawned while the batch was open keeps it in its context
+    try:
+        write(table, "b", b"2", event(1))
+        task = asyncio.create_task(publish([Output(topic, b"k", b"v")]))  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        assert not task.done()  # waits for its own ack
+        topic.ack_all()
+        await task
+    finally:
+        shell._batch.reset(inherited)
+    assert table == {"a": b"1", "b": b"2"}
