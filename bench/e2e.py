@@ -19,6 +19,8 @@ Mongo projector) on a fresh topic prefix and database.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -137,13 +139,28 @@ async def _results_projected(prefix: str, store: MongoStore, jobs_total: int) ->
     )
 
 
-async def replay(prefix: str, db_name: str, run: int) -> dict[str, Any]:
+REPLAY_PORT = 27058
+
+
+def replay_server(action: str) -> str:
+    """A FerretDB of its own for the rebuild target (same binary and script as `make up`, its own port and
+    run folder): the live instance stalls under projection load (see NOTES.md), and a stall there would
+    measure the stall, not the rebuild. Returns its URL."""
+    env = {
+        **os.environ,
+        "RUN_DIR": str(common.RUN_DIR / "replay-ferretdb"),
+        "MONGO_PORT": str(REPLAY_PORT),
+        "MONGO_URL": f"mongodb://127.0.0.1:{REPLAY_PORT}/",
+    }
+    subprocess.run(["bash", str(common.REPO / "ops" / "ferretdb.sh"), action], env=env, check=True)
+    return env["MONGO_URL"]
+
+
+async def replay(prefix: str, db_name: str, run: int, mongo_url: str) -> dict[str, Any]:
     settings = Settings.from_env(topic_prefix=prefix, kafka_bootstrap=BOOTSTRAP)
     client: MongoClient[dict[str, Any]] = MongoClient(
-        MONGO_URL, tz_aware=True, serverSelectionTimeoutMS=10_000, socketTimeoutMS=60_000
+        mongo_url, tz_aware=True, serverSelectionTimeoutMS=10_000, socketTimeoutMS=60_000
     )
-    # A database of its own: FerretDB's SQLite backend keeps one file per database, so the rebuild's
-    # collection and index creation cannot wait on a lock the live database holds.
     target = f"{db_name}_rebuild{run}"
     store = MongoStore(client, target)
     names = {settings.topic(t): t for t in PROJECTED}
@@ -213,12 +230,6 @@ async def run(images: int, rate: float, seconds: float, burst: int, runs: int) -
     prefix = common.fresh_prefix("e2e")
     db_name = prefix.replace(".", "").replace("-", "_")
     await common.create_topics(prefix, 6)
-    prepared: MongoClient[dict[str, Any]] = MongoClient(MONGO_URL, serverSelectionTimeoutMS=10_000)
-    for r in range(runs):
-        # Collections and indexes of the rebuild targets now, while nothing else uses the server: FerretDB's
-        # SQLite backend has been seen to wedge when collections are created next to a live projector.
-        MongoStore(prepared, f"{db_name}_rebuild{r}").ensure_indexes()
-    prepared.close()
     proc = Proc(["-m", "agents.worker"], _env(prefix, db_name), common.RUN_DIR / f"{prefix}log")
     proc.start()
     client: MongoClient[dict[str, Any]] = MongoClient(
@@ -310,14 +321,18 @@ async def run(images: int, rate: float, seconds: float, burst: int, runs: int) -
                 "worker_peak_rss_mb": proc.hwm_mb(),
             }
         )
-        # Replayed while the worker is idle but alive (its projector holds no cursor then).
+        # Replayed while the worker is idle but alive, into a FerretDB of its own (replay_server).
         reps = []
-        for r in range(runs):
-            try:
-                reps.append(await replay(prefix, db_name, r))
-            except Exception as exc:  # a wedged FerretDB must not hang the bench
-                out["replay_error"] = repr(exc)
-                break
+        replay_url = replay_server("start")
+        try:
+            for r in range(runs):
+                try:
+                    reps.append(await replay(prefix, db_name, r, replay_url))
+                except Exception as exc:  # a wedged FerretDB must not hang the bench
+                    out["replay_error"] = repr(exc)
+                    break
+        finally:
+            replay_server("stop")
         out["replay_events"] = reps[0]["of"] if reps else 0
         out["replay_events_folded"] = [x["events"] for x in reps]
         out["replay_events_per_s"] = summary([x["events_per_s"] for x in reps], 0)
@@ -327,12 +342,8 @@ async def run(images: int, rate: float, seconds: float, burst: int, runs: int) -
         t = time.monotonic()
         proc.stop()
         out["worker_stop_seconds"] = round(time.monotonic() - t, 1)
-        try:
-            client.drop_database(db_name)
-            for r in range(runs):
-                client.drop_database(f"{db_name}_rebuild{r}")
-        except Exception as exc:  # a wedged server must not hang the whole bench
-            out["mongo_cleanup_error"] = repr(exc)
+        # The database is not dropped: FerretDB's dropDatabase can wedge the server behind a stalled pool
+        # (NOTES.md); `make clean` removes it with the rest of run/.
         client.close()
         await common.delete_prefix(prefix)
     return out

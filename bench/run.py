@@ -24,7 +24,7 @@ RESULTS = HERE / "results"
 
 FULL = {
     "core": {"images": 1000, "deltas": 300, "runs": 5},
-    "fold": {"images": 100, "deltas": 100, "runs": 3, "partitions": 6, "pass_count": 20_000},
+    "fold": {"images": 100, "deltas": 400, "runs": 3, "partitions": 6, "pass_count": 20_000},
     "e2e": {"images": 120, "rate": 5.0, "seconds": 6.0, "burst": 50, "runs": 3},
 }
 QUICK = {
@@ -203,7 +203,8 @@ def render(notes: list[str]) -> str:
             (
                 "4 end to end",
                 "last scheduled send → last job result projected in Mongo, s",
-                _fmt(e["last_result_in_mongo_after_last_send_s"]),
+                _fmt(e["last_result_in_mongo_after_last_send_s"])
+                + "".join(f"; {x}" for x in e.get("mongo_incomplete", [])),
             ),
             (
                 "4 end to end",
@@ -216,8 +217,7 @@ def render(notes: list[str]) -> str:
                 "read-model rebuild from offset 0 into MongoDB (FerretDB), events/s"
                 f" (≤ {e2e.REPLAY_BUDGET_S:.0f} s of folding per run; events folded: {e.get('replay_events_folded')})",
                 _fmt(e["replay_events_per_s"])
-                if not e.get("replay_error")
-                else f"not measured: {e['replay_error'][:90]}",
+                + (f"; then stopped: {e['replay_error'][:60]}" if e.get("replay_error") else ""),
             ),
         ]
     lines += ["## Results", "", "| section | figure | median (min to max) |", "|---|---|---|"]
