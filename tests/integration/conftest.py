@@ -19,6 +19,7 @@ from pymongo import MongoClient
 
 from agents.topology import topics  # noqa: F401
 from tests.integration.kit import Worker
+from tests.integration.pipeline_kit import Deployment, Pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 KAFKA = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
@@ -106,6 +107,26 @@ async def _delete_topics(prefixes: tuple[str, ...]) -> None:
         print(f"could not delete the tests' topics: {exc!r}")
     finally:
         await admin.close()
+
+
+@pytest.fixture
+def deployment(
+    kafka_bootstrap: str,
+    mongo_url: str,
+    mongo_db: tuple[MongoClient[dict[str, Any]], str],
+    prefix: str,
+    tmp_path: Path,
+) -> Deployment:
+    _client, db = mongo_db
+
+    def make(name: str = "", **options: Any) -> Pipeline:
+        if not name:
+            return Pipeline(kafka_bootstrap, mongo_url, prefix, db, tmp_path, **options)
+        return Pipeline(
+            kafka_bootstrap, mongo_url, f"{prefix}{name}.", f"{db}_{name}", tmp_path / name, **options
+        )
+
+    return make
 
 
 @pytest.fixture

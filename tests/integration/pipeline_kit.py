@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -219,3 +219,8 @@ def _field(value: bytes, name: str) -> str:
 
 def later(seconds: int) -> datetime:
     return T0 + timedelta(seconds=seconds)
+
+
+Deployment = Callable[..., Pipeline]
+"""The `deployment` fixture: `deployment()` is the test's own pipeline (its prefix, database and folder);
+`deployment("b", **options)` one more beside it (prefix + "b.", database + "_b", folder b/)."""

@@ -173,3 +173,8 @@ def model_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
             if left.get(doc_id) != right.get(doc_id):
                 out.append(f"{name}/{doc_id}:\n  {left.get(doc_id)}\n  {right.get(doc_id)}")
     return out
+
+
+def distinct(snapshot: dict[int, list[tuple[bytes | None, bytes | None]]]) -> set[tuple[Any, Any]]:
+    """A topic snapshot's records regardless of partition and order."""
+    return {record for records in snapshot.values() for record in records}

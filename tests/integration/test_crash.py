@@ -19,34 +19,29 @@ import asyncio
 import random
 import time
 from collections import defaultdict
-from pathlib import Path
-from typing import Any
 
 import orjson
-from pymongo import MongoClient
 
 from streams.preview import preview
-from tests.integration.pipeline_kit import Pipeline, advisories, inventories, later, vex_minimist
-from tests.integration.replay_kit import extended_scenario, model_diff, read_models, share_key, topic_snapshot
+from tests.integration.pipeline_kit import Deployment, advisories, inventories, later, vex_minimist
+from tests.integration.replay_kit import (
+    distinct,
+    extended_scenario,
+    model_diff,
+    read_models,
+    share_key,
+    topic_snapshot,
+)
 
 SEED = 20260105
 CRASH_PHASES = ("inventories", "advisories", "vex", "policy")
 
 
-def distinct(snapshot: dict[int, list[tuple[bytes | None, bytes | None]]]) -> set[tuple[Any, Any]]:
-    return {record for records in snapshot.values() for record in records}
-
-
 async def test_sigkill_at_random_points_changes_nothing(
-    kafka_bootstrap: str,
-    mongo_url: str,
-    mongo_db: tuple[MongoClient[dict[str, Any]], str],
-    prefix: str,
-    tmp_path: Path,
+    deployment: Deployment,
 ) -> None:
-    _client, db = mongo_db
-    clean = Pipeline(kafka_bootstrap, mongo_url, f"{prefix}c.", db, tmp_path / "clean")
-    crashy = Pipeline(kafka_bootstrap, mongo_url, f"{prefix}k.", f"{db}_k", tmp_path / "crashy")
+    clean = deployment("clean")
+    crashy = deployment("crashy")
     share_key(clean, crashy)
     rng = random.Random(SEED)
     delays = {phase: rng.uniform(0.2, 3.0) for phase in CRASH_PHASES}

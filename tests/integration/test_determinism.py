@@ -15,12 +15,8 @@ The read models must also be equal (documents without `_pos`, topic prefix norma
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
-from typing import Any
 
-from pymongo import MongoClient
-
-from tests.integration.pipeline_kit import Pipeline
+from tests.integration.pipeline_kit import Deployment
 from tests.integration.replay_kit import (
     extended_scenario,
     model_diff,
@@ -33,15 +29,10 @@ from tests.integration.replay_kit import (
 
 
 async def test_two_fresh_deployments_emit_identical_topics(
-    kafka_bootstrap: str,
-    mongo_url: str,
-    mongo_db: tuple[MongoClient[dict[str, Any]], str],
-    prefix: str,
-    tmp_path: Path,
+    deployment: Deployment,
 ) -> None:
-    _client, db = mongo_db
-    one = Pipeline(kafka_bootstrap, mongo_url, f"{prefix}a.", db, tmp_path / "a")
-    two = Pipeline(kafka_bootstrap, mongo_url, f"{prefix}b.", f"{db}_b", tmp_path / "b")
+    one = deployment("a")
+    two = deployment("b")
     share_key(one, two)
     try:
         await asyncio.gather(extended_scenario(one), extended_scenario(two))

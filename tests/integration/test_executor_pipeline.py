@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from pymongo import MongoClient
 
 from schemas.messages import DeadLetter, JobAttempt, JobCommand, JobResult, SlaBreach
 from signing.dsse import verify
 from signing.keys import load_public_keys
 from signing.statement import PREDICATE_SLA_BREACH
 from tests.integration.executor_kit import Behaviour, digest, http_env, inventory, scripted_engine
-from tests.integration.pipeline_kit import T0, Pipeline
+from tests.integration.pipeline_kit import T0, Deployment, Pipeline
 
 TENANT = "acme"
 FLAKY, DOWN, LIMITED, HANG, BAD, OK = (digest(n) for n in range(1, 7))
@@ -50,14 +49,11 @@ def by_digest(results: list[JobResult]) -> dict[str, JobResult]:
 
 
 async def test_remote_executor_retries_dead_letters_and_breaches(
-    kafka_bootstrap: str,
-    mongo_url: str,
-    mongo_db: tuple[MongoClient[dict[str, Any]], str],
+    deployment: Deployment,
     prefix: str,
     tmp_path: Path,
 ) -> None:
-    _client, db = mongo_db
-    pipe = Pipeline(kafka_bootstrap, mongo_url, prefix, db, tmp_path)
+    pipe = deployment()
     with scripted_engine(BEHAVIOURS) as engine:
         try:
             await pipe.start(extra_env=http_env(engine))
@@ -183,19 +179,14 @@ async def _wait_for(predicate: Any, timeout: float, what: str, pipe: Pipeline) -
 
 
 async def test_restart_with_pending_retries_loses_none(
-    kafka_bootstrap: str,
-    mongo_url: str,
-    mongo_db: tuple[MongoClient[dict[str, Any]], str],
-    prefix: str,
-    tmp_path: Path,
+    deployment: Deployment,
 ) -> None:
     """SIGKILL the worker while every failing job has a retry pending (due seconds ahead), start a new
     one: each job still ends terminal exactly once and the attempt count carries on from the table."""
-    _client, db = mongo_db
     flaky = [digest(100 + n) for n in range(4)]
     down = digest(200)
     behaviours = {d: Behaviour("flaky", n=2) for d in flaky} | {down: Behaviour("down")}
-    pipe = Pipeline(kafka_bootstrap, mongo_url, prefix, db, tmp_path)
+    pipe = deployment()
     # Base 6 s: the first retry is due 3-6 s after the first failure, the second 6-12 s after that.
     env_overrides = {
         "STELLA_RETRY_BASE_SECONDS": "6",

@@ -12,17 +12,14 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import timedelta
-from pathlib import Path
-from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from pymongo import MongoClient
 
 from schemas.codec import encode
 from schemas.messages import JobCommand, JobInputs, PriorityClass
 from tests.integration.executor_kit import digest, http_env, scripted_engine
-from tests.integration.pipeline_kit import T0, Pipeline
+from tests.integration.pipeline_kit import T0, Deployment, Pipeline
 
 BACKGROUND = 5000
 EMERGENCY = 10
@@ -59,14 +56,9 @@ async def produce_jobs(pipe: Pipeline, jobs: list[JobCommand]) -> None:
 
 
 async def test_emergency_overtakes_background_backlog(
-    kafka_bootstrap: str,
-    mongo_url: str,
-    mongo_db: tuple[MongoClient[dict[str, Any]], str],
-    prefix: str,
-    tmp_path: Path,
+    deployment: Deployment,
 ) -> None:
-    _client, db = mongo_db
-    pipe = Pipeline(kafka_bootstrap, mongo_url, prefix, db, tmp_path)
+    pipe = deployment()
     background = [job(n, "background") for n in range(BACKGROUND)]
     emergency = [job(n, "emergency") for n in range(EMERGENCY)]
     urgent_digests = {j.image_digest for j in emergency}

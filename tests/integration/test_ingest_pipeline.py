@@ -7,30 +7,25 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
-from pymongo import MongoClient
 
 from cli.main import main as cli
 from tests.conftest import shared_data
 from tests.integration.kit import produce
-from tests.integration.pipeline_kit import Pipeline
+from tests.integration.pipeline_kit import Deployment
 
 CORRUPT = b'{"schema": "scheduler.vex@1", "statement_id": 12, "products": "nope"'
 
 
 async def test_cli_folders_and_a_corrupt_record(
+    deployment: Deployment,
     kafka_bootstrap: str,
-    mongo_url: str,
-    mongo_db: tuple[MongoClient[dict[str, Any]], str],
     prefix: str,
-    tmp_path: Path,
     monkeypatch: Any,
 ) -> None:
-    _client, db = mongo_db
-    pipe = Pipeline(kafka_bootstrap, mongo_url, prefix, db, tmp_path)
+    pipe = deployment()
     await pipe.start()
     monkeypatch.setenv("KAFKA_BOOTSTRAP", kafka_bootstrap)
     monkeypatch.setenv("STELLA_TOPIC_PREFIX", prefix)

@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
-from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from pymongo import MongoClient
 
 from tests.integration.executor_kit import Behaviour, digest, free_port, http_env, inventory, scripted_engine
 from tests.integration.kit import produce
-from tests.integration.pipeline_kit import T0, Pipeline
+from tests.integration.pipeline_kit import T0, Deployment
 from tests.integration.test_executor_pipeline import wait_for_jobs
 
 FLAKY, DOWN, OK1, OK2 = (digest(n) for n in range(301, 305))
@@ -43,14 +40,10 @@ def value(scraped: dict[tuple[str, frozenset[tuple[str, str]]], float], name: st
 
 
 async def test_metrics_scrape_follows_the_scenario(
-    kafka_bootstrap: str,
-    mongo_url: str,
-    mongo_db: tuple[MongoClient[dict[str, Any]], str],
+    deployment: Deployment,
     prefix: str,
-    tmp_path: Path,
 ) -> None:
-    _client, db = mongo_db
-    pipe = Pipeline(kafka_bootstrap, mongo_url, prefix, db, tmp_path)
+    pipe = deployment()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with scripted_engine(BEHAVIOURS) as engine:

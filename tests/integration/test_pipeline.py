@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from pymongo import MongoClient
 
 from schemas.messages import JobCommand, JobResult
 from signing.dsse import verify
@@ -18,6 +17,7 @@ from streams.preview import preview
 from tests.integration.kit import produce
 from tests.integration.pipeline_kit import (
     CERN_A,
+    Deployment,
     Pipeline,
     advisories,
     inventories,
@@ -48,14 +48,11 @@ def decoded(records: list[Any]) -> list[dict[str, Any]]:
 
 
 async def test_stream_end_to_end(
-    kafka_bootstrap: str,
-    mongo_url: str,
-    mongo_db: tuple[MongoClient[dict[str, Any]], str],
+    deployment: Deployment,
     prefix: str,
     tmp_path: Path,
 ) -> None:
-    _client, db = mongo_db
-    pipe = Pipeline(kafka_bootstrap, mongo_url, prefix, db, tmp_path)
+    pipe = deployment()
     try:
         await run_scenario(pipe)
 

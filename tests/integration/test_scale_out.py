@@ -16,15 +16,19 @@ import json
 import re
 import time
 from datetime import datetime
-from pathlib import Path
-from typing import Any
 
 import pytest
-from pymongo import MongoClient
 
 from tests.integration.kit import Worker
-from tests.integration.pipeline_kit import Pipeline
-from tests.integration.replay_kit import extended_scenario, model_diff, read_models, share_key, topic_snapshot
+from tests.integration.pipeline_kit import Deployment
+from tests.integration.replay_kit import (
+    distinct,
+    extended_scenario,
+    model_diff,
+    read_models,
+    share_key,
+    topic_snapshot,
+)
 
 LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
 RESUMED = ("Resuming flow...", "Worker ready")
@@ -73,20 +77,11 @@ async def _rebalanced(live: list[Worker], since: float, timeout: float = 90.0) -
     raise AssertionError("rebalance did not finish:\n" + "\n".join(w.output()[-2000:] for w in live))
 
 
-def distinct(snapshot: dict[int, list[tuple[bytes | None, bytes | None]]]) -> set[tuple[Any, Any]]:
-    return {record for records in snapshot.values() for record in records}
-
-
 async def test_adding_and_removing_workers_while_deltas_flow(
-    kafka_bootstrap: str,
-    mongo_url: str,
-    mongo_db: tuple[MongoClient[dict[str, Any]], str],
-    prefix: str,
-    tmp_path: Path,
+    deployment: Deployment,
 ) -> None:
-    _client, db = mongo_db
-    single = Pipeline(kafka_bootstrap, mongo_url, f"{prefix}s.", db, tmp_path / "single", partitions=6)
-    scaled = Pipeline(kafka_bootstrap, mongo_url, f"{prefix}m.", f"{db}_m", tmp_path / "scaled", partitions=6)
+    single = deployment("single", partitions=6)
+    scaled = deployment("scaled", partitions=6)
     share_key(single, scaled)
     timings: dict[str, float] = {}
     live: list[Worker] = []
