@@ -12,6 +12,7 @@ from agents import observe
 from agents.ingest_stage import TAG_ADVISORY, TAG_INDEX_UPDATE, TAG_VEX
 from agents.pipeline import Pipeline
 from agents.shell import Output, apply_guarded, publish, read, write
+from streams.guard import decode as unguard
 from streams.index import (
     ImageRef,
     apply_index_update,
@@ -38,8 +39,6 @@ def register(pipe: Pipeline) -> None:
     directory = pipe.table("directory")
 
     def entry_of(package: str) -> Any:
-        from streams.guard import decode as unguard
-
         state = unguard(read(index, package)).state
         return decode_entry(state) if state else None
 
@@ -54,8 +53,8 @@ def register(pipe: Pipeline) -> None:
 
     def lookup_in(partition: int) -> Any:
         def lookup(image_id: int) -> ImageRef | None:
-            raw = read(directory, directory_key(partition, image_id)) or read(directory, str(image_id))
-            return decode_ref(raw) if raw else None  # the unpartitioned key: older state
+            raw = read(directory, directory_key(partition, image_id))
+            return decode_ref(raw) if raw else None
 
         return lookup
 

@@ -12,6 +12,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, cast
 
 import faust
@@ -40,6 +41,11 @@ def raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
         partitions=partitions,
         internal=False,
     )
+
+
+async def _resend_after(agent: str, attempt: int, exc: KafkaError) -> None:
+    log.warning("%s: broker error %r closing a batch, re-sending (%d)", agent, exc, attempt)
+    await asyncio.sleep(min(2**attempt, 10))
 
 
 @dataclass
@@ -125,14 +131,9 @@ class Pipeline:
                         _current_event.reset(current)
             finally:
                 end_batch(token)
-
-            async def on_retry(attempt: int, exc: KafkaError, agent: str = agent) -> None:
-                log.warning("%s: broker error %r closing a batch, re-sending (%d)", agent, exc, attempt)
-                await asyncio.sleep(min(2**attempt, 10))
-
             # Never gives up: faust acks the batch's inputs once this loop body returns, so returning (or
             # raising) before the outputs are acked would commit inputs whose effects are lost.
-            await batch.close(on_retry)
+            await batch.close(partial(_resend_after, agent))
             observe.batch(agent, len(events))
 
     async def _handle(

@@ -40,8 +40,11 @@ def not_found(what: str, ident: str) -> ApiError:
     return ApiError(404, "not_found", f"{what} {ident!r} not found")
 
 
-def owned(doc: Document | None, tenant: str) -> Document | None:
-    return doc if doc is not None and doc.get("tenant") == tenant else None
+def owned(doc: Document | None, tenant: str, what: str, ident: str) -> Document:
+    """The document if it exists and belongs to ``tenant``; else 404 (another tenant's looks absent)."""
+    if doc is None or doc.get("tenant") != tenant:
+        raise not_found(what, ident)
+    return doc
 
 
 @router.get("/runs")
@@ -63,10 +66,7 @@ async def list_runs(
 
 
 async def _run(rt: RuntimeDep, tenant: str, run_id: str) -> Document:
-    doc = owned(await rt.db(lambda s: s.get(RUNS, run_id)), tenant)
-    if doc is None:
-        raise not_found("run", run_id)
-    return doc
+    return owned(await rt.db(lambda s: s.get(RUNS, run_id)), tenant, "run", run_id)
 
 
 @router.get("/runs/{run_id}")
@@ -125,10 +125,7 @@ async def list_jobs(
 
 @router.get("/jobs/{job_id}")
 async def get_job(job_id: str, principal: Reader, rt: RuntimeDep, _: None = Consistent) -> dict[str, Any]:
-    doc = owned(await rt.db(lambda s: s.get(JOBS, job_id)), principal.tenant)
-    if doc is None:
-        raise not_found("job", job_id)
-    return public(doc)
+    return public(owned(await rt.db(lambda s: s.get(JOBS, job_id)), principal.tenant, "job", job_id))
 
 
 @router.get("/images")
@@ -151,10 +148,8 @@ async def list_images(
 
 @router.get("/images/{digest}")
 async def get_image(digest: str, principal: Reader, rt: RuntimeDep, _: None = Consistent) -> dict[str, Any]:
-    doc = owned(await rt.db(lambda s: s.get(IMAGES, image_id(principal.tenant, digest))), principal.tenant)
-    if doc is None:
-        raise not_found("image", digest)
-    return image_view(doc)
+    doc = await rt.db(lambda s: s.get(IMAGES, image_id(principal.tenant, digest)))
+    return image_view(owned(doc, principal.tenant, "image", digest))
 
 
 @router.get("/windows")
