@@ -1,4 +1,4 @@
-"""Synthetic but realistic inputs for the benchmarks, built from the shared sample SBOMs.
+"""Synthetic but realistic inputs for the benchmarks, built from the sample SBOMs in tests/data.
 
 An image is a base layer (the components of one of the real OS SBOMs: Alpine, distroless Debian, the SPDX
 examples) + an application layer (the 43 npm components of the real CERN CycloneDX SBOM, a random 60-100 %
@@ -19,7 +19,7 @@ from pathlib import Path
 from ingest.detect import parse_file
 from schemas.messages import AdvisoryDelta, Component, Inventory
 
-SBOM_DIR = Path("/work/shared/data/sbom")
+SBOM_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "sbom"
 T0 = datetime(2026, 1, 5, 12, 0, 0, tzinfo=UTC)
 TENANTS = 20
 

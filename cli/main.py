@@ -38,7 +38,7 @@ environment: KAFKA_BOOTSTRAP (default 127.0.0.1:9092), STELLA_TOPIC_PREFIX, MONG
              STELLA_MONGO_DB, STELLA_PUBLIC_KEYS
 
 examples:
-  stella-sched publish osv /work/shared/data/osv/ghsa/
+  stella-sched publish osv tests/data/osv/ghsa/
   stella-sched publish sbom --tenant acme --image-digest sha256:<hex> bom.json
   stella-sched preview --sbom bom.json --image-digest sha256:<hex> --advisory advisories/
   stella-sched replay --group stella-sched --to earliest --dry-run
@@ -57,7 +57,7 @@ Folders are read recursively (*.json, *.yaml, *.yml). Valid messages are sent ev
 rejected; the exit code is then 1 and the summary lists every rejection as file: field: message.
 
 examples:
-  stella-sched publish osv --dry-run /work/shared/data/osv/
+  stella-sched publish osv --dry-run tests/data/osv/
   stella-sched publish osv --kev-file known_exploited_vulnerabilities.json advisories/
   stella-sched publish sbom --tenant acme sboms/
   stella-sched publish sbom --tenant acme --image-digest sha256:<64 hex> --repository reg/app bom.json
@@ -70,7 +70,7 @@ output lists the jobs (ids, priority class, kind, reasons) the stream would emit
 (affected / not_affected and why).
 
 examples:
-  stella-sched preview --sbom bom.json --image-digest sha256:<64 hex> --advisory /work/shared/data/osv/ghsa/
+  stella-sched preview --sbom bom.json --image-digest sha256:<64 hex> --advisory tests/data/osv/ghsa/
   stella-sched preview --tenant acme --sbom sboms/ --advisory osv/ --vex vex/ --json
 """
 

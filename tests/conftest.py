@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def shared_data() -> Path:
-    """The read-only third-party sample files (../shared/data beside the repo).
+def sample_data() -> Path:
+    """The third-party sample files the tests read (tests/data; sources and licences in its README).
 
     Missing data must fail the run, not thin it out: parametrised tests would otherwise collect zero
     cases and pytest would report them as skipped."""
-    path = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
+    path = Path(__file__).resolve().parent / "data"
     if not (path / "README.md").is_file():
-        raise FileNotFoundError(f"the shared sample data is missing: expected {path} (../shared/data)")
+        raise FileNotFoundError(f"the sample data is missing: expected {path}")
     return path

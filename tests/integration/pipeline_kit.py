@@ -22,7 +22,7 @@ from ingest.detect import parse_file
 from schemas.codec import encode
 from schemas.messages import AdvisoryDelta, Inventory, VexStatement
 from signing.keys import generate_keypair
-from tests.conftest import shared_data
+from tests.conftest import sample_data
 from tests.integration.kit import Worker, create_topics, produce, read_all
 
 T0 = datetime(2026, 1, 5, 12, 0, 0, tzinfo=UTC)
@@ -31,7 +31,7 @@ CERN_B = "sha256:" + "b2" * 32
 
 
 def inventories() -> list[Inventory]:
-    data = shared_data()
+    data = sample_data()
     out: list[Inventory] = []
     for tenant, digest in (("acme", CERN_A), ("beta", CERN_B)):
         result = parse_file(
@@ -62,7 +62,7 @@ def inventories() -> list[Inventory]:
 
 def advisories(at: datetime) -> list[AdvisoryDelta]:
     out: list[AdvisoryDelta] = []
-    for path in sorted((shared_data() / "osv/ghsa").glob("GHSA-*.json")):
+    for path in sorted((sample_data() / "osv/ghsa").glob("GHSA-*.json")):
         result = parse_file(
             "osv",
             path.read_bytes(),

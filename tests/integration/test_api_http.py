@@ -42,7 +42,7 @@ from schemas.messages import (
 )
 from signing.keys import generate_keypair
 from streams.runs import RunCancelRequested
-from tests.conftest import shared_data
+from tests.conftest import sample_data
 from tests.integration.kit import create_topics, read_all
 
 pytestmark = pytest.mark.integration
@@ -496,7 +496,7 @@ def test_runtime_cancel_retry_and_replay_produce(api: Api) -> None:
 
 
 def test_feed_webhook_hmac_rate_limit_and_produce(api: Api) -> None:
-    body = (shared_data() / "osv" / "ghsa" / "GHSA-vh95-rmgr-6w4m.json").read_bytes()
+    body = (sample_data() / "osv" / "ghsa" / "GHSA-vh95-rmgr-6w4m.json").read_bytes()
     url = api.url + "/api/v1/feeds/advisories"
     envelope(api.client.post(url, content=body), 401, "unauthorized")
     bad = sign_body(b"wrong-secret", body)
@@ -518,7 +518,7 @@ def test_feed_webhook_hmac_rate_limit_and_produce(api: Api) -> None:
     envelope(limited[0], 429, "rate_limited")
     assert int(limited[0].headers["retry-after"]) >= 1
 
-    vex = (shared_data() / "vex" / "openvex").glob("*.json")
+    vex = (sample_data() / "vex" / "openvex").glob("*.json")
     doc = sorted(vex)[0].read_bytes()
     time.sleep(2.1)  # one token back
     resp = api.client.post(

@@ -12,10 +12,10 @@ import pytest
 from cli.main import main
 from signing.keys import load_signing_key
 from signing.statement import sign_completion
-from tests.conftest import shared_data
+from tests.conftest import sample_data
 from tests.integration.kit import create_topics, produce, read_all
 
-DATA = shared_data()
+DATA = sample_data()
 
 
 def test_publish_folders_then_read_topics_back(

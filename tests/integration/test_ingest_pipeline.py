@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from cli.main import main as cli
-from tests.conftest import shared_data
+from tests.conftest import sample_data
 from tests.integration.kit import produce
 from tests.integration.pipeline_kit import Deployment
 
@@ -29,7 +29,7 @@ async def test_cli_folders_and_a_corrupt_record(
     await pipe.start()
     monkeypatch.setenv("KAFKA_BOOTSTRAP", kafka_bootstrap)
     monkeypatch.setenv("STELLA_TOPIC_PREFIX", prefix)
-    data = shared_data()
+    data = sample_data()
     try:
         # osv/ghsa and osv/pypa are all valid; vex/openvex has skipped products but no rejected file.
         assert (

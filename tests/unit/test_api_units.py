@@ -27,7 +27,7 @@ from controlplane.ratelimit import RateLimiter
 from controlplane.testing import ServerThread
 from controlplane.views import cursor_view, deadletter_tenant, public
 from schemas.messages import Recheck
-from tests.conftest import shared_data
+from tests.conftest import sample_data
 
 READ = "scheduler.runs.read"
 
@@ -203,8 +203,8 @@ def test_recheck_id_is_deterministic_and_tenant_bound(memory_api: tuple[str, Mem
 
 def test_inline_impact_preview_runs_the_stream_core(memory_api: tuple[str, MemoryPublisher]) -> None:
     url, _ = memory_api
-    sbom = json.loads((shared_data() / "sbom" / "cyclonedx" / "cern-lhc-vdm-editor.json").read_text())
-    advisory = json.loads((shared_data() / "osv" / "ghsa" / "GHSA-vh95-rmgr-6w4m.json").read_text())
+    sbom = json.loads((sample_data() / "sbom" / "cyclonedx" / "cern-lhc-vdm-editor.json").read_text())
+    advisory = json.loads((sample_data() / "osv" / "ghsa" / "GHSA-vh95-rmgr-6w4m.json").read_text())
     digest = "sha256:" + "a" * 64
     body = {"sboms": [{"document": sbom, "image_digest": digest}], "advisories": [advisory]}
     resp = httpx.post(url + "/api/v1/impact-preview", json=body, headers={"Authorization": "Bearer tok-a"})

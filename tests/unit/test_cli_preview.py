@@ -7,9 +7,9 @@ import json
 import pytest
 
 from cli.main import main
-from tests.conftest import shared_data
+from tests.conftest import sample_data
 
-DATA = shared_data()
+DATA = sample_data()
 SBOM = str(DATA / "sbom/cyclonedx/cern-lhc-vdm-editor.json")
 GHSA = str(DATA / "osv/ghsa")
 DIGEST = "sha256:" + "cd" * 32

@@ -9,9 +9,9 @@ import pytest
 
 from cli.main import main
 from cli.publish import collect_files, load_kev_ids, message_key, parse_files
-from tests.conftest import shared_data
+from tests.conftest import sample_data
 
-DATA = shared_data()
+DATA = sample_data()
 DIGEST = "sha256:" + "ab" * 32
 
 

@@ -11,7 +11,7 @@ import pytest
 from ingest.osv import parse_osv
 from schemas.codec import TOPIC_MODELS, Decoded, Rejected, dead_letter, decode, encode, expected_schema
 from schemas.messages import SOURCE_MODELS, AdvisoryDelta, DeadLetter, Inventory, SignedEnvelope
-from tests.conftest import shared_data
+from tests.conftest import sample_data
 
 T = datetime(2024, 6, 1, tzinfo=UTC)
 INVENTORY = Inventory.model_validate(
@@ -32,7 +32,7 @@ def test_topics_cover_sources_and_internal() -> None:
 
 
 def test_roundtrip_real_advisory() -> None:
-    data = (shared_data() / "osv/ghsa/GHSA-vh95-rmgr-6w4m.json").read_bytes()
+    data = (sample_data() / "osv/ghsa/GHSA-vh95-rmgr-6w4m.json").read_bytes()
     [adv] = parse_osv(data, "x").messages
     value = encode(adv)
     assert value == encode(adv)  # canonical: same model, same bytes

@@ -21,10 +21,10 @@ from ingest.result import IngestResult
 from ingest.sbom import parse_cyclonedx_sbom, parse_spdx_sbom
 from schemas.codec import TOPIC_MODELS, Decoded, Rejected, decode
 from schemas.purl import Purl, PurlError, normalise
-from tests.conftest import shared_data
+from tests.conftest import sample_data
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-DATA = shared_data()
+DATA = sample_data()
 Adapter = Callable[[bytes, str], IngestResult[Any]]
 
 ADAPTERS: dict[str, tuple[Adapter, list[Path]]] = {

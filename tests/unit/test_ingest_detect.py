@@ -6,9 +6,9 @@ import pytest
 
 from ingest.detect import parse_file
 from schemas.messages import PolicyChange, RuntimeEvent
-from tests.conftest import shared_data
+from tests.conftest import sample_data
 
-DATA = shared_data()
+DATA = sample_data()
 DIGEST = "sha256:" + "d" * 64
 
 

@@ -1,4 +1,4 @@
-"""OSV adapter against every record in shared data (JSON, PyPA YAML, GHSA, invalid) plus edge cases."""
+"""OSV adapter against every record in the sample data (JSON, PyPA YAML, GHSA, invalid) plus edge cases."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 
 from ingest.cvss import base_score_tenths, rating
 from ingest.osv import parse_osv
-from tests.conftest import shared_data
+from tests.conftest import sample_data
 
-OSV = shared_data() / "osv"
+OSV = sample_data() / "osv"
 
 # file → (id, severity, aliases, {package key: (ranges, versions)})
 EXPECTED = {

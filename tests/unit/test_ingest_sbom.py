@@ -1,4 +1,4 @@
-"""CycloneDX and SPDX SBOM adapters against every SBOM in shared data."""
+"""CycloneDX and SPDX SBOM adapters against every SBOM in the sample data."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import orjson
 import pytest
 
 from ingest.sbom import parse_cyclonedx_sbom, parse_spdx_sbom
-from tests.conftest import shared_data
+from tests.conftest import sample_data
 
-SBOM = shared_data() / "sbom"
+SBOM = sample_data() / "sbom"
 DIGEST = "sha256:" + "c" * 64
 
 

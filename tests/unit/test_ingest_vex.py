@@ -1,4 +1,4 @@
-"""OpenVEX, CycloneDX VEX and CSAF VEX adapters against every VEX file in shared data plus fixtures."""
+"""OpenVEX, CycloneDX VEX and CSAF VEX adapters against every VEX file in the sample data plus fixtures."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from ingest.csaf import parse_csaf
 from ingest.cyclonedx_vex import parse_cyclonedx_vex
 from ingest.openvex import parse_openvex
 from schemas.messages import VexProduct
-from tests.conftest import shared_data
+from tests.conftest import sample_data
 
-VEX = shared_data() / "vex"
+VEX = sample_data() / "vex"
 ALPINE = "sha256:124c7d2707904eea7431fffe91522a01e5a861a624ee31d03372cc1d138a3126"
 
 # file → (statements emitted, statements skipped, {(vulnerability, status)}, unresolved products)

@@ -7,15 +7,15 @@ from datetime import UTC, datetime
 from schemas.canonical import dumps
 from schemas.messages import PolicyChange, RuntimeEvent
 from streams.preview import preview
-from tests.conftest import shared_data
+from tests.conftest import sample_data
 from tests.unit._loaders import advisory_from_osv, inventory_from_cyclonedx
 
-SBOM = shared_data() / "sbom" / "cyclonedx" / "cern-lhc-vdm-editor.json"
+SBOM = sample_data() / "sbom" / "cyclonedx" / "cern-lhc-vdm-editor.json"
 KEY = "t1/sha256:" + "a" * 64
 
 
 def _advisories():  # type: ignore[no-untyped-def]
-    return [advisory_from_osv(p) for p in sorted((shared_data() / "osv" / "ghsa").glob("GHSA-*.json"))]
+    return [advisory_from_osv(p) for p in sorted((sample_data() / "osv" / "ghsa").glob("GHSA-*.json"))]
 
 
 def test_which_packages_are_and_are_not_affected_and_why() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from schemas.purl import Purl, PurlError, build, normalise, package_key_for, purl_type_for_ecosystem
-from tests.conftest import shared_data
+from tests.conftest import sample_data
 
 # The suite contradicts itself on one case: this 'required' parse test expects uppercase qualifier keys
 # to fail, while maven's 'required' parse test (repositorY_url) and rpm's own 'recommended' validate test
@@ -20,7 +20,7 @@ KNOWN_DEVIATIONS = {
 
 def _cases() -> list[tuple[str, dict[str, Any]]]:
     out = []
-    for path in sorted((shared_data() / "purl").glob("*-test.json")):
+    for path in sorted((sample_data() / "purl").glob("*-test.json")):
         for case in json.loads(path.read_text())["tests"]:
             out.append((path.name, case))
     return out

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from schemas.messages import AffectedPackage, AffectedRange, RangeEvent
 from streams.versions import affected_versions_match, match_affected, parse_version, scheme_for
-from tests.conftest import shared_data
+from tests.conftest import sample_data
 
 
 def _affected(
@@ -189,7 +189,7 @@ _VERS_SCHEME = {"npm": ("npm", "npm/x"), "pypi": ("PyPI", "pypi/x")}
 
 def _vers_cases() -> list[Any]:
     cases = []
-    for path in sorted((shared_data() / "vers").glob("*.json")):
+    for path in sorted((sample_data() / "vers").glob("*.json")):
         for case in json.loads(path.read_text())["tests"]:
             if case["test_type"] == "containment":
                 cases.append(
