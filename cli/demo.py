@@ -4,6 +4,10 @@ It resets the demo topics and database, starts a worker and the HTTP control pla
 then publishes ops/demo/feed in phases (inventories, advisories, VEX, a policy revision, a runtime event)
 and after each phase waits for the runs it caused and prints their DeltaSummary. The processes keep
 running afterwards so you can query them; `make down` stops them.
+
+The API answers only bearer tokens listed in its access file, so the demo writes one
+(``run/keys/demo-api-tokens.json``) with a fresh token for the demo tenant and every scope, and prints the
+token with a `curl` line that works.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -22,6 +28,9 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient
 from pymongo import MongoClient
 
+from controlplane.auth import token_hash
+from controlplane.config import SCOPES
+
 REPO = Path(__file__).resolve().parents[1]
 FEED = REPO / "ops" / "demo" / "feed"
 RUN = Path(os.environ.get("RUN_DIR", REPO / "run"))
@@ -30,10 +39,37 @@ TENANT = "demo"
 CERN_DIGEST = "sha256:5e4c1f0d9a3b7c2e8f6a1d0b9c8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e"
 WORKER_PORT = int(os.environ.get("STELLA_DEMO_WORKER_PORT", "6066"))
 API_PORT = int(os.environ.get("STELLA_API_PORT", "8080"))
+ACCESS_FILE = RUN / "keys" / "demo-api-tokens.json"
 
 
 def say(text: str) -> None:
     print(text, flush=True)
+
+
+def write_demo_access(path: Path, tenant: str = TENANT) -> str:
+    """Write the API's access file with one new token for ``tenant`` holding every scope; return the token.
+
+    Only the token's sha256 goes into the file (the API refuses plain tokens there); the token itself is
+    returned for the user, and replaced at every demo run. The file is written owner-only, then renamed, so
+    an API re-reading it never sees half a file."""
+    token = secrets.token_urlsafe(32)
+    doc = {
+        "tokens": [
+            {"token_sha256": token_hash(token), "tenant": tenant, "scopes": list(SCOPES), "name": "demo"}
+        ]
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(doc, out, indent=2)
+        out.write("\n")
+    os.replace(tmp, path)
+    return token
+
+
+def curl_line(token: str, port: int = API_PORT) -> str:
+    return f'curl -H "Authorization: Bearer {token}" http://127.0.0.1:{port}/api/v1/runs'
 
 
 def demo_env(bootstrap: str, mongo: str, app_id: str, db_name: str) -> dict[str, str]:
@@ -50,6 +86,7 @@ def demo_env(bootstrap: str, mongo: str, app_id: str, db_name: str) -> dict[str,
         "STELLA_IDLE_FLUSH_SECONDS": "2",
         "STELLA_PUBLIC_KEYS": str(RUN / "keys"),
         "STELLA_SIGNING_KEY_FILE": str(RUN / "keys" / "demo-signing.key"),
+        "STELLA_API_TOKENS": str(ACCESS_FILE),
         "PYTHONUNBUFFERED": "1",
     }
 
@@ -203,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
 
     env = demo_env(bootstrap, mongo, f"stella-demo-{stamp}", db_name)
     worker = start("worker", ["agents.worker", "--web-port", str(WORKER_PORT)], env)
+    token: str | None = None
     if not args.no_api:
+        token = write_demo_access(ACCESS_FILE)  # before the API starts: it reads the file at start-up
         start("api", ["controlplane.server", "--port", str(API_PORT)], env)
     say(f"demo: worker started (pid {worker.pid}, log {RUN / 'demo-worker.log'})")
 
@@ -251,10 +290,15 @@ def main(argv: list[str] | None = None) -> int:
     say(
         "\nStill running (stop with `make down`):\n"
         f"  worker metrics  http://127.0.0.1:{WORKER_PORT}/metrics\n"
-        f"  control plane   http://127.0.0.1:{API_PORT}/docs\n"
         f"  read models     STELLA_MONGO_DB={db_name} stella-sched query runs --tenant {TENANT}\n"
         f"  signed events   stella-sched tail --topic-prefix {PREFIX} --public-keys {keys}"
     )
+    if token is not None:
+        say(
+            f"  control plane   http://127.0.0.1:{API_PORT}/api/v1/docs\n"
+            f"  API token       {token}  (tenant {TENANT}, scopes {', '.join(SCOPES)}; access file {ACCESS_FILE})\n"
+            f"  try             {curl_line(token)}"
+        )
     return 0
 
 
