@@ -1,4 +1,4 @@
-"""Executor adapters (the imperative shell around job execution, DESIGN.md §1 and §4).
+"""Executor adapters (the imperative shell around job execution, docs/architecture.md §1 and §4).
 
 An executor turns a JobCommand into one attempt's outcome. It never retries by itself: the retry core
 (``streams.retry``) decides what follows, so retry behaviour is identical for every executor and survives

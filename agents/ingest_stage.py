@@ -1,5 +1,5 @@
 """Source-topic agents: inventory, advisories, VEX and runtime events, each routed to the stage whose
-partitioning can resolve it (DESIGN.md §2)."""
+partitioning can resolve it (docs/architecture.md §2)."""
 
 from __future__ import annotations
 

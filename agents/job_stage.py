@@ -1,5 +1,5 @@
 """The image-keyed job stage: a durable job queue (table), a fair in-memory runner that executes jobs by
-priority class, and SLA-aware retries (DESIGN.md §4-5).
+priority class, and SLA-aware retries (docs/architecture.md §4-5).
 
 The queue table is written only by the agent (faust forbids table writes outside stream iteration): the
 runner reports back through topics (`job-attempts` for a scheduled retry, `job-results` for an outcome),

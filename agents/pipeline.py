@@ -1,7 +1,7 @@
 """What every stage shares: the faust app, its topics and tables, and the one decode path.
 
 A stage module exposes `register(pipe)` and defines its agents on `pipe.app`. Stages talk to each other
-only through topics (DESIGN.md §2), so each can be reasoned about, and tested, alone.
+only through topics (docs/architecture.md §2), so each can be reasoned about, and tested, alone.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Projects terminal and read-model topics into MongoDB (DESIGN.md §6).
+"""Projects terminal and read-model topics into MongoDB (docs/architecture.md §6).
 
 A plain aiokafka consumer group, not a faust agent: the checkpoints that matter live in MongoDB next to
 the documents, so on assignment each partition seeks to its Mongo checkpoint + 1 and Kafka's committed

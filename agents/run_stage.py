@@ -1,5 +1,6 @@
 """The run-keyed stage: each run's lifecycle folded from its plan, its jobs' starts and results, and
-cancellations (DESIGN.md §4-5). Run events go to `run-events`; a cancel fans out to the queued jobs."""
+cancellations (docs/architecture.md §4-5). Run events go to `run-events`; a cancel fans out to the queued
+jobs."""
 
 from __future__ import annotations
 

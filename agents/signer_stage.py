@@ -1,5 +1,5 @@
 """Signs completion events (job completed or failed, run finished, SLA breach) as in-toto statements in
-DSSE envelopes and publishes them to `events.signed`, keyed `tenant/subject` (DESIGN.md §7).
+DSSE envelopes and publishes them to `events.signed`, keyed `tenant/subject` (docs/architecture.md §7).
 
 Stateless and deterministic: Ed25519 signatures and canonical payloads make a redelivered or replayed
 completion produce the very same envelope, so consumers dedupe by event id (sha256 of the payload)."""

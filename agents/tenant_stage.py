@@ -1,5 +1,5 @@
 """The tenant-keyed stage: each tenant's image catalog and running state, policy / recheck resolution,
-and the impact windows that coalesce impacts into job commands (DESIGN.md §3)."""
+and the impact windows that coalesce impacts into job commands (docs/architecture.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The project's Kafka topics: names, keys, partition counts and configs (DESIGN.md §2).
+"""The project's Kafka topics: names, keys, partition counts and configs (docs/architecture.md §2).
 
 Plain data, imported by the ops scripts that pre-create topics and by the faust app. A prefix isolates
 test runs and parallel environments on one broker.
@@ -28,7 +28,7 @@ def default_partitions() -> int:
 
 def topics(prefix: str = "", partitions: int | None = None) -> list[TopicSpec]:
     """Every topic the scheduler uses. Repartition topics share the partition count of the tables they
-    feed, so one count serves all (DESIGN.md §2)."""
+    feed, so one count serves all (docs/architecture.md §2)."""
     n = partitions if partitions is not None else default_partitions()
     p = prefix
     return [

@@ -1,4 +1,4 @@
-"""`stella-sched worker`: one process running every stage of the topology (DESIGN.md §2).
+"""`stella-sched worker`: one process running every stage of the topology (docs/architecture.md §2).
 
 Run several with the same STELLA_APP_ID to scale out: faust spreads the partitions of every co-partitioned
 topic group over them (docs/partitioning.md)."""

@@ -1,4 +1,4 @@
-"""The HTTP control plane (DESIGN.md §8): reads the MongoDB read models, produces to Kafka.
+"""The HTTP control plane (docs/architecture.md §8): reads the MongoDB read models, produces to Kafka.
 
 ``create_app(settings, deps)`` builds the FastAPI app; ``controlplane.server.main`` runs it with uvicorn.
 Every read is filtered by the caller's tenant; an id that belongs to another tenant answers 404, exactly

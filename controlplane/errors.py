@@ -1,4 +1,4 @@
-"""One error envelope for every failure: ``{"error": {"code", "message"}}`` (DESIGN.md §8)."""
+"""One error envelope for every failure: ``{"error": {"code", "message"}}`` (docs/architecture.md §8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pure fold from positioned messages to read-model document updates (DESIGN.md §6).
+"""Pure fold from positioned messages to read-model document updates (docs/architecture.md §6).
 
 Position guard
 --------------
@@ -246,7 +246,7 @@ def _ts(value: datetime | None) -> str | None:
 
 
 def window_bounds(event_time: datetime, window_seconds: int) -> tuple[datetime, datetime]:
-    """``[floor(t / W) * W, + W)`` (DESIGN.md §3), as aware UTC datetimes."""
+    """``[floor(t / W) * W, + W)`` (docs/architecture.md §3), as aware UTC datetimes."""
     seconds = int(event_time.timestamp())
     start = seconds - seconds % window_seconds
     return datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(start + window_seconds, UTC)

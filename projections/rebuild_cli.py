@@ -1,8 +1,8 @@
 """``stella-sched rebuild``: rebuild the MongoDB read models from offset 0 into new collections, then switch.
 
-DESIGN.md §6: a rebuild writes new collections (a fresh prefix, ``rb<UTC timestamp>_``) by folding every
-projected topic (``agents.projector.PROJECTED``) from its first offset with the very same fold the live
-projector uses, then flips the active-projection pointer (``MongoStore.switch_to``). The live projector
+docs/architecture.md §6: a rebuild writes new collections (a fresh prefix, ``rb<UTC timestamp>_``) by
+folding every projected topic (``agents.projector.PROJECTED``) from its first offset with the very same
+fold the live projector uses, then flips the active-projection pointer (``MongoStore.switch_to``). The live projector
 notices the pointer within seconds and continues from the rebuild's checkpoints (same group name), so no
 record is lost between the end of the rebuild and the switch.
 

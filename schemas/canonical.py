@@ -1,4 +1,4 @@
-"""The one canonical-JSON encoder every producer in the project uses (DESIGN.md §3).
+"""The one canonical-JSON encoder every producer in the project uses (docs/architecture.md §3).
 
 Canonical means: keys sorted, no insignificant white space, UTC timestamps as ``YYYY-MM-DDTHH:MM:SSZ``,
 and, for payloads that get signed, no floats at all (a float's text is not stable across producers).

@@ -1,4 +1,5 @@
-"""The one decode path every agent uses for Kafka records, and the matching encoder (DESIGN.md §3).
+"""The one decode path every agent uses for Kafka records, and the matching encoder
+(docs/architecture.md §3).
 
 ``decode`` never raises: every way a record can be unusable is a ``Rejected`` with a short reason code
 (``oversized`` | ``decode`` | ``validate`` | ``schema-unknown``), a human message and the schema id the

@@ -1,4 +1,4 @@
-"""Versioned message contracts for every topic (DESIGN.md §1-7).
+"""Versioned message contracts for every topic (docs/architecture.md §1-7).
 
 Each message carries ``schema`` = ``scheduler.<name>@<version>``; decoders dispatch on it and refuse any
 version they do not know. Models are frozen and forbid unknown fields, so a producer's typo is an error at
@@ -435,7 +435,7 @@ class Signature(Model):
 
 
 class SignedEnvelope(Model):
-    """DSSE envelope (DESIGN.md §7). Kafka key: ``tenant/subject``."""
+    """DSSE envelope (docs/architecture.md §7). Kafka key: ``tenant/subject``."""
 
     payloadType: str  # field names are the DSSE spec's
     payload: str

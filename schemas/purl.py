@@ -1,4 +1,5 @@
-"""Package URL parsing and normalisation, and the package key every stage indexes by (DESIGN.md §2).
+"""Package URL parsing and normalisation, and the package key every stage indexes by
+(docs/architecture.md §2).
 
 The parser follows the purl spec's parse algorithm rather than a regex, so the odd-but-valid shapes
 (``pkg:///maven/...``, an unencoded ``@`` in an npm scope, ``#/sub/path/``) survive. Per-type rules

@@ -1,4 +1,4 @@
-"""DSSE envelopes signed with Ed25519 (DESIGN.md §7).
+"""DSSE envelopes signed with Ed25519 (docs/architecture.md §7).
 
 The signature covers PAE(payloadType, payload), never the envelope's JSON, so re-encoding an envelope cannot
 change what was signed. The keyid in a signature is a hint: it picks the key to try first, but a signature

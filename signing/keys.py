@@ -1,4 +1,4 @@
-"""Ed25519 key handling for the signer and for verifiers (DESIGN.md §7).
+"""Ed25519 key handling for the signer and for verifiers (docs/architecture.md §7).
 
 Private keys live in a JSON file written with mode 0600 (atomically, so a crash never leaves a half key) or
 in the ``STELLA_SIGNING_KEY`` environment variable as a base64 seed. Public keys are published as JSON

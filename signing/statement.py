@@ -1,4 +1,4 @@
-"""in-toto Statement v1 payloads for the signed-events topic (DESIGN.md §7).
+"""in-toto Statement v1 payloads for the signed-events topic (docs/architecture.md §7).
 
 The subject is what a consumer looks the event up by: the image digest for job completions and SLA breaches,
 the run id for run completions. The predicate is the completion message itself, so a verifier needs nothing

@@ -1,7 +1,7 @@
 """The reference evaluator: an image's inventory against the advisories and VEX the scheduler holds. Pure.
 
-Matching (DESIGN.md §2): each component is a candidate for an advisory when their package keys are equal;
-the exact version check (``streams.versions.affected_versions_match``) decides. A component without a
+Matching (docs/architecture.md §2): each component is a candidate for an advisory when their package keys
+are equal; the exact version check (``streams.versions.affected_versions_match``) decides. A component without a
 version, or one whose version the ecosystem cannot parse, is not a finding: the scheduler reports what it
 can prove. Withdrawn advisories produce no findings; when the same advisory id appears more than once the
 most recently modified record is used.

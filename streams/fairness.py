@@ -1,4 +1,5 @@
-"""Admission for workers: which queued job starts next (DESIGN.md §4). Deterministic, no I/O, no clock.
+"""Admission for workers: which queued job starts next (docs/architecture.md §4). Deterministic, no I/O,
+no clock.
 
 Rules, in the order they are applied:
 

@@ -1,4 +1,4 @@
-"""Findings diffs, counts and run summaries (DESIGN.md §5). Pure.
+"""Findings diffs, counts and run summaries (docs/architecture.md §5). Pure.
 
 A finding's identity across evaluations is ``(vulnerability id, package key)``: an upgrade that is still
 vulnerable to the same advisory is the same finding, not a removal plus an addition. Only a severity

@@ -1,4 +1,4 @@
-"""The image registry and the package index (DESIGN.md §2): inventory in, index updates out.
+"""The image registry and the package index (docs/architecture.md §2): inventory in, index updates out.
 
 Three pieces of state, each meant for its own table:
 

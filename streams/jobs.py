@@ -1,4 +1,4 @@
-"""Coalescing impacts into job commands (DESIGN.md §3-4).
+"""Coalescing impacts into job commands (docs/architecture.md §3-4).
 
 Several impacts on one image in one window become one ``PendingJob``; every field merges commutatively
 (set union, max, or), so the order impacts arrive in cannot change the job. ``make_job`` then derives the

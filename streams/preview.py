@@ -1,4 +1,5 @@
-"""Offline impact preview: the stream's pure functions driven in memory (DESIGN.md §8 ``preview``).
+"""Offline impact preview: the stream's pure functions driven in memory (docs/architecture.md §8,
+``preview``).
 
 The driver keeps one dict per table the stream would keep and routes every message through the same
 functions, in a deterministic order:

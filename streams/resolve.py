@@ -1,5 +1,5 @@
-"""From deltas to impacted images (DESIGN.md §2): one function per piece of state, so the stream shell can
-keep each in the table partitioned the way its input is keyed.
+"""From deltas to impacted images (docs/architecture.md §2): one function per piece of state, so the stream
+shell can keep each in the table partitioned the way its input is keyed.
 
 | input | state it reads/writes | table key |
 |---|---|---|

@@ -1,4 +1,5 @@
-"""SLA-aware retry decisions for failed job attempts (DESIGN.md §4). Pure: time comes in as an argument.
+"""SLA-aware retry decisions for failed job attempts (docs/architecture.md §4). Pure: time comes in as an
+argument.
 
 A failed attempt is retried with exponential backoff and "equal jitter": the nominal delay for attempt *n*
 is ``min(max_delay, base * factor ** (n - 1))`` and the jitter removes up to ``jitter_ratio`` of it. The
@@ -38,7 +39,8 @@ _DEFAULT_TIMEOUTS: dict[PriorityClass, int] = {
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Backoff parameters. Whole seconds everywhere: timestamps are second-precision (DESIGN.md §3)."""
+    """Backoff parameters. Whole seconds everywhere: timestamps are second-precision
+    (docs/architecture.md §3)."""
 
     base_delay_s: int = 10
     factor: int = 2

@@ -1,4 +1,4 @@
-"""Run state fold (DESIGN.md §4-5). Pure: every event carries its own event time.
+"""Run state fold (docs/architecture.md §4-5). Pure: every event carries its own event time.
 
 A run's state is *derived* from what the fold has seen, not stepped through a fixed sequence, because the
 events come from different topics and partitions and may arrive in any order:

@@ -1,4 +1,4 @@
-"""Priority classes and their SLAs (DESIGN.md §4).
+"""Priority classes and their SLAs (docs/architecture.md §4).
 
 | class | when | first result due |
 |---|---|---|

@@ -1,5 +1,5 @@
-"""Exact version checks for OSV ``affected`` entries, per ecosystem (DESIGN.md §2: lookup by package key
-first, then this).
+"""Exact version checks for OSV ``affected`` entries, per ecosystem (docs/architecture.md §2: lookup by
+package key first, then this).
 
 Semantics follow the OSV schema's evaluation algorithm:
 

@@ -1,4 +1,4 @@
-"""Per-tenant impact windows (DESIGN.md §3): a pure fold from impacts to job commands.
+"""Per-tenant impact windows (docs/architecture.md §3): a pure fold from impacts to job commands.
 
 Window ``[floor(t / W) * W, + W)`` on the impact's event time. The state carries the event-time watermark
 (max event time seen), the boundary below which every window is closed, and a late counter.

@@ -1,1 +1,2 @@
-"""Metrics, structured logs and health checks shared by the worker and the HTTP API (DESIGN.md §9)."""
+"""Metrics, structured logs and health checks shared by the worker and the HTTP API
+(docs/architecture.md §9)."""

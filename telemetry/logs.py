@@ -1,4 +1,5 @@
-"""Structured JSON logs (DESIGN.md §9): one object per line, with tenant, run and job ids when given.
+"""Structured JSON logs (docs/architecture.md §9): one object per line, with tenant, run and job ids when
+given.
 
     log.info("job emitted", extra={"tenant": t, "run_id": r, "job_id": j, "topic": "jobs", "partition": 3})
 

@@ -1,4 +1,4 @@
-"""Every Prometheus metric stella-sched exports, defined once (DESIGN.md §9).
+"""Every Prometheus metric stella-sched exports, defined once (docs/architecture.md §9).
 
 Agents, executors, projectors and the HTTP API import the objects (or the typed helpers below) and call
 them; nothing else in the project defines metrics, so the dashboard and alert tests can check every name
@@ -289,8 +289,8 @@ def record_planner_run(status: PlannerStatus) -> None:
 
 
 def observe_planning_latency(received_at: datetime, emitted_at: datetime) -> None:
-    """Event-time latency (DESIGN.md §3): both times come from messages, so replays observe the same
-    values. Clock skew between producers can make it negative; that is clamped to 0."""
+    """Event-time latency (docs/architecture.md §3): both times come from messages, so replays observe the
+    same values. Clock skew between producers can make it negative; that is clamped to 0."""
     PLANNER_LATENCY.observe(max(0.0, (emitted_at - received_at).total_seconds()))
 
 

@@ -2,7 +2,7 @@
 
 Inputs are built from the real sample files but placed on a clean event-time timeline, and each phase is
 published only after the previous one has settled, so what the stream emits is fully determined by the
-input log (DESIGN.md §3) and can be compared with `preview` and with a second run.
+input log (docs/architecture.md §3) and can be compared with `preview` and with a second run.
 """
 
 from __future__ import annotations

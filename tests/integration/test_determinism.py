@@ -1,4 +1,5 @@
-"""Same input log, fresh deployment → the same jobs topic and signed-events topic (DESIGN.md §3).
+"""Same input log, fresh deployment → the same jobs topic and signed-events topic
+(docs/architecture.md §3).
 
 The extended scripted scenario (inventories, advisories, a corrupt record, VEX, a policy revision, a runtime
 event) is fed into two deployments that share nothing but the signing key (own topics, app ids / consumer

@@ -1,4 +1,4 @@
-"""DSSE signing / verification, in-toto statements and key files (DESIGN.md §7)."""
+"""DSSE signing / verification, in-toto statements and key files (docs/architecture.md §7)."""
 
 from __future__ import annotations
 

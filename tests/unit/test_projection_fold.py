@@ -1,4 +1,5 @@
-"""The pure projection fold: position guard, field ownership, and order independence (DESIGN.md §6)."""
+"""The pure projection fold: position guard, field ownership, and order independence
+(docs/architecture.md §6)."""
 
 from __future__ import annotations
 
