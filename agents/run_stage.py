@@ -10,8 +10,8 @@ import faust
 from agents import observe
 from agents.pipeline import Pipeline
 from agents.shell import Output, apply_guarded
-from schemas.messages import JobCancel
-from streams.runs import RunCancelRequested, apply, decode, encode
+from schemas.messages import JobCancel, RunCancelRequested
+from streams.runs import apply, decode, encode
 
 
 def register(pipe: Pipeline) -> None:

@@ -30,12 +30,12 @@ from schemas.messages import (
     JobKind,
     PriorityClass,
     Recheck,
+    RunCancelRequested,
     RuntimeEvent,
     Selector,
     VexStatement,
 )
 from streams.preview import preview
-from streams.runs import RunCancelRequested
 from streams.tenants import ImageMeta, selector_matches
 
 router = APIRouter(prefix="/api/v1")

@@ -429,6 +429,39 @@ class JobCancel(Model):
     at: Timestamp
 
 
+class RunPlanned(Model):
+    """The planner closed a run's window: these are all of its jobs. Kafka key: run id."""
+
+    schema_id: Literal["scheduler.run-planned@1"] = Field("scheduler.run-planned@1", alias="schema")
+    run_id: str
+    tenant: str
+    job_ids: list[str]
+    at: Timestamp
+    retry_of: str | None = None
+
+
+class JobStarted(Model):
+    """A worker began executing a job (its first attempt). Kafka key: run id."""
+
+    schema_id: Literal["scheduler.job-started@1"] = Field("scheduler.job-started@1", alias="schema")
+    job_id: str
+    run_id: str
+    tenant: str
+    at: Timestamp
+    attempt: int = 1
+
+
+class RunCancelRequested(Model):
+    """Operator asked to cancel a run. Kafka key: run id."""
+
+    schema_id: Literal["scheduler.run-cancel@1"] = Field("scheduler.run-cancel@1", alias="schema")
+    run_id: str
+    tenant: str
+    at: Timestamp
+    reason: str = ""
+    requested_by: str = ""
+
+
 class Signature(Model):
     keyid: str
     sig: str
@@ -469,6 +502,9 @@ ALL_MODELS: list[type[BaseModel]] = [
     Tick,
     JobAttempt,
     JobCancel,
+    RunPlanned,
+    JobStarted,
+    RunCancelRequested,
     SignedEnvelope,
 ]
 

@@ -34,8 +34,11 @@ from schemas.messages import (
     DeltaSummary,
     JobCommand,
     JobResult,
+    JobStarted,
     Model,
+    RunCancelRequested,
     RunEvent,
+    RunPlanned,
     RunState,
     Timestamp,
 )
@@ -45,39 +48,6 @@ JobStatus = Literal["queued", "running", "completed", "failed", "skipped"]
 TERMINAL_JOB: frozenset[str] = frozenset({"completed", "failed", "skipped"})
 TERMINAL_RUN: frozenset[str] = frozenset({"completed", "cancelled", "error"})
 _JOB_ORDER: dict[str, int] = {"queued": 0, "running": 1, "completed": 2, "failed": 2, "skipped": 2}
-
-
-class RunPlanned(Model):
-    """The planner closed a run's window: these are all of its jobs. Kafka key: run id."""
-
-    schema_id: Literal["scheduler.run-planned@1"] = Field(default="scheduler.run-planned@1", alias="schema")
-    run_id: str
-    tenant: str
-    job_ids: list[str]
-    at: Timestamp
-    retry_of: str | None = None
-
-
-class JobStarted(Model):
-    """A worker began executing a job (its first attempt). Kafka key: run id."""
-
-    schema_id: Literal["scheduler.job-started@1"] = Field(default="scheduler.job-started@1", alias="schema")
-    job_id: str
-    run_id: str
-    tenant: str
-    at: Timestamp
-    attempt: int = 1
-
-
-class RunCancelRequested(Model):
-    """Operator asked to cancel a run. Kafka key: run id."""
-
-    schema_id: Literal["scheduler.run-cancel@1"] = Field(default="scheduler.run-cancel@1", alias="schema")
-    run_id: str
-    tenant: str
-    at: Timestamp
-    reason: str = ""
-    requested_by: str = ""
 
 
 RunInput = RunPlanned | JobCommand | JobStarted | JobResult | RunCancelRequested
