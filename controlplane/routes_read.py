@@ -65,13 +65,13 @@ async def list_runs(
     return listing("runs", page, [public(d) for d in page.items])
 
 
-async def _run(rt: RuntimeDep, tenant: str, run_id: str) -> Document:
+async def owned_run(rt: RuntimeDep, tenant: str, run_id: str) -> Document:
     return owned(await rt.db(lambda s: s.get(RUNS, run_id)), tenant, "run", run_id)
 
 
 @router.get("/runs/{run_id}")
 async def get_run(run_id: str, principal: Reader, rt: RuntimeDep, _: None = Consistent) -> dict[str, Any]:
-    return public(await _run(rt, principal.tenant, run_id))
+    return public(await owned_run(rt, principal.tenant, run_id))
 
 
 def job_delta(doc: Document) -> dict[str, Any]:
@@ -89,7 +89,7 @@ async def run_deltas(
     cursor: CursorParam = None,
 ) -> dict[str, Any]:
     """The run's DeltaSummary and its jobs' findings deltas (paged by job id)."""
-    run = await _run(rt, principal.tenant, run_id)
+    run = await owned_run(rt, principal.tenant, run_id)
     after = decode_cursor("deltas:" + run_id, cursor)
     where = {"tenant": principal.tenant, "run_id": run_id}
     page = await rt.db(lambda s: s.find(JOBS, where, after=after, limit=limit))

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from controlplane.backends import Produced
 from controlplane.deps import Manager, Reader, RuntimeDep, Writer
 from controlplane.errors import ApiError
-from controlplane.routes_read import _run, owned_deadletter
+from controlplane.routes_read import owned_deadletter, owned_run
 from controlplane.views import public
 from ingest.detect import parse_file
 from ingest.result import IngestError
@@ -300,7 +300,7 @@ async def cancel_run(
     body: Annotated[CancelRequest | None, Body()] = None,
 ) -> dict[str, Any]:
     """Produce a RunCancelRequested (key: run id) to ``run-inputs``; a terminal run answers 409."""
-    run = await _run(rt, principal.tenant, run_id)
+    run = await owned_run(rt, principal.tenant, run_id)
     if run.get("state") in TERMINAL_RUN_STATES:
         raise ApiError(409, "conflict", f"run {run_id!r} is already {run.get('state')}")
     message = RunCancelRequested(
@@ -345,7 +345,7 @@ async def retry_run(
     complete; all of them when every job completed). Only a terminal run can be retried (else 409)."""
     tenant = principal.tenant
     req = body or RetryRequest()
-    run = await _run(rt, tenant, run_id)
+    run = await owned_run(rt, tenant, run_id)
     if run.get("state") not in TERMINAL_RUN_STATES:
         raise ApiError(
             409, "conflict", f"run {run_id!r} is {run.get('state')}; only a finished run can be retried"

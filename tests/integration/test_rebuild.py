@@ -15,8 +15,8 @@ import pytest
 from pymongo import MongoClient
 
 from agents.topology import topics
+from cli.rebuild import main
 from projections.mongo_store import active_prefix
-from projections.rebuild_cli import main
 from tests.integration.pipeline_kit import Pipeline, later
 from tests.integration.replay_kit import policy_r2, publish_to, read_models
 from tests.integration.test_pipeline import run_scenario
