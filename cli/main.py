@@ -16,9 +16,9 @@ from datetime import datetime
 from typing import Any
 
 from cli.output import EXIT_INFRA, EXIT_USAGE, CliError
+from ingest.kinds import KINDS
 
 PROG = "stella-sched"
-KINDS = ("sbom", "osv", "vex", "policy", "runtime", "recheck")
 
 
 @dataclass(frozen=True)

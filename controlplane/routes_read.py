@@ -22,13 +22,14 @@ from projections.fold import (
     window_view,
 )
 from projections.store import MAX_PAGE, After, Page, ProjectionStore
+from schemas.messages import JobStatus, RunState
 
 router = APIRouter(prefix="/api/v1")
 
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="page size")]
 CursorParam = Annotated[str | None, Query(max_length=2048, description="next_cursor of the previous page")]
-RunStateParam = Literal["planning", "queued", "running", "completed", "cancelled", "error"]
-JobStatusParam = Literal["queued", "running", "completed", "failed", "skipped"]
+RunStateParam = RunState
+JobStatusParam = JobStatus
 DEADLETTER_SCAN = 2000  # documents examined per request at most; the cursor continues the scan
 
 

@@ -9,7 +9,7 @@ Numbers that end up in signed payloads are integers or strings (CVSS scores trav
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
 
@@ -285,6 +285,11 @@ class Attempt(Model):
     )
 
 
+JobStatus = Literal["queued", "running", "completed", "failed", "skipped"]
+JobResultStatus = Literal["completed", "failed", "skipped"]
+TERMINAL_JOB_STATUSES: frozenset[str] = frozenset(get_args(JobResultStatus))
+
+
 class JobResult(Model):
     """Outcome of a job. Kafka key: image digest."""
 
@@ -294,7 +299,7 @@ class JobResult(Model):
     tenant: str
     image_digest: str
     priority: PriorityClass
-    status: Literal["completed", "failed", "skipped"]
+    status: JobResultStatus
     finished_at: Timestamp
     attempts: list[Attempt] = []
     findings: list[Finding] = []
@@ -325,6 +330,7 @@ class DeltaSummary(Model):
 
 
 RunState = Literal["planning", "queued", "running", "completed", "cancelled", "error"]
+TERMINAL_RUN_STATES: frozenset[str] = frozenset({"completed", "cancelled", "error"})
 
 
 class RunEvent(Model):
