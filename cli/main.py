@@ -331,6 +331,7 @@ def _dispatch(name: str, args: argparse.Namespace | None, rest: list[str]) -> in
         main_of: Callable[[list[str]], int | None] = module.main
         result = main_of([name, *rest] if command.pass_name else rest)
     else:
+        assert args is not None  # parsed here: main() passes the namespace
         run_of: Callable[[argparse.Namespace], int | None] = module.run
         result = run_of(args)
     return int(result or 0)

@@ -71,15 +71,17 @@ class Worker:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Worker:
-        handle = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, *self.args],
-            cwd=REPO,
-            env=self.env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        # The child writes to its own copy of the descriptor; the parent's is closed at once (an open
+        # handle per worker was a ResourceWarning, an error under filterwarnings = error).
+        with self.log.open("ab") as handle:
+            self.proc = subprocess.Popen(
+                [sys.executable, *self.args],
+                cwd=REPO,
+                env=self.env,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         return self
 
     def alive(self) -> bool:
