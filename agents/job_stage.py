@@ -264,8 +264,8 @@ def register(pipe: Pipeline, executor: Executor, before_execute: Any = None) -> 
                     runner.offer(folded)
             elif isinstance(model, JobCancel):
                 cancel = model
-                entry = queued(current(cancel.job_id))
-                if entry is not None and cancel.job_id not in runner.running.jobs:
+                entry = None if cancel.job_id in runner.running.jobs else queued(current(cancel.job_id))
+                if entry is not None:
                     runner.forget(cancel.job_id)
                     skipped = skipped_result(entry.job, finished_at=cancel.at)
 
@@ -300,8 +300,10 @@ def register(pipe: Pipeline, executor: Executor, before_execute: Any = None) -> 
     async def reconcile() -> None:
         # After a restart or a rebalance the recovered table holds jobs the runner has never seen.
         for job_id, raw in list(queue.items()):
+            if job_id in runner.entries or job_id in runner.running.jobs:
+                continue  # known: not decoded again every tick
             entry = queued(unguard(raw).state)
-            if entry is not None and job_id not in runner.entries and job_id not in runner.running.jobs:
+            if entry is not None:
                 runner.offer(entry)
 
     return runner

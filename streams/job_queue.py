@@ -73,8 +73,10 @@ def record_attempt(state: bytes | None, attempt: JobAttempt) -> bytes | None:
 def longer_history(state: bytes | None, known: Entry | None) -> Entry | None:
     """The folded entry when it carries more attempts than the runner's copy ``known`` (so attempts
     continue after a restart instead of restarting at 1), else None."""
+    if known is None:
+        return None
     folded = queued(state)
-    if folded is None or known is None or len(folded.attempts) <= len(known.attempts):
+    if folded is None or len(folded.attempts) <= len(known.attempts):
         return None
     return folded
 
