@@ -166,6 +166,28 @@ class ReferenceExecutor:
         return Ok(findings, verdict)
 
 
+class MemoryExecutor:
+    """The in-memory twin of a remote engine: per image digest, the outcomes of its successive calls (the
+    last one repeats; ``default`` for digests without a script). Records every call's job id."""
+
+    def __init__(
+        self,
+        scripts: Mapping[str, Sequence[ExecOutcome]] | None = None,
+        default: ExecOutcome = Ok([], "pass"),
+    ) -> None:
+        self.scripts = {digest: list(outcomes) for digest, outcomes in (scripts or {}).items()}
+        self.default = default
+        self.calls: list[tuple[str, str]] = []  # (image digest, job id)
+
+    async def execute(self, job: JobCommand) -> ExecOutcome:
+        nth = sum(1 for digest, _ in self.calls if digest == job.image_digest)
+        self.calls.append((job.image_digest, job.job_id))
+        script = self.scripts.get(job.image_digest)
+        if not script:
+            return self.default
+        return script[min(nth, len(script) - 1)]
+
+
 # ---------------------------------------------------------------- remote scanner / policy engine
 
 

@@ -11,7 +11,6 @@ from agents.pipeline import Pipeline
 from agents.shell import Output, apply_guarded, publish
 from schemas.messages import (
     AdvisoryDelta,
-    Component,
     CursorUpdate,
     ImageRemoved,
     Inventory,
@@ -27,31 +26,18 @@ from streams.index import (
     encode_update,
 )
 from streams.resolve import (
-    VexPackageRequest,
     decode_advisory_packages,
     encode_advisory_packages,
     encode_request,
     split_advisory,
-    split_vex,
+    vex_requests,
+    with_image_package,
 )
 
 # Internal records on the package-keyed topics carry a one-byte type tag.
 TAG_INDEX_UPDATE = b"U"
 TAG_ADVISORY = b"A"
 TAG_VEX = b"V"
-
-
-def image_package(digest: str) -> str:
-    """A pseudo package every image contains: VEX statements naming an image by digest resolve through
-    the package index like any other product, with no digest-keyed table."""
-    return f"image/{digest}"
-
-
-def with_image_package(inventory: Inventory) -> Inventory:
-    pseudo = Component(
-        purl=f"pkg:oci/{inventory.image_digest}", package=image_package(inventory.image_digest)
-    )
-    return inventory.model_copy(update={"components": [*inventory.components, pseudo]})
 
 
 def cursor(source: str, last_id: str, event: faust.EventT[Any], modified: Any = None) -> CursorUpdate:
@@ -140,19 +126,7 @@ def register(pipe: Pipeline) -> None:
                 return
             statement = decoded.model
             assert isinstance(statement, VexStatement)
-            by_package, by_digest = split_vex(statement)
-            requests = list(by_package) + [
-                VexPackageRequest(
-                    package=image_package(r.digest),
-                    version=None,
-                    statement_id=r.statement_id,
-                    vulnerability=r.vulnerability,
-                    status=r.status,
-                    timestamp=r.timestamp,
-                    tenant=r.tenant,
-                )
-                for r in by_digest
-            ]
+            requests = vex_requests(statement)
             outputs = [pipe.out("impact-requests", r.package, TAG_VEX + encode_request(r)) for r in requests]
             outputs.append(
                 pipe.out("cursors", "vex", cursor("vex", statement.statement_id, event, statement.timestamp))

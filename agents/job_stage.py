@@ -14,62 +14,25 @@ import contextlib
 import heapq
 import logging
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
-import orjson
 
 from agents import observe
 from agents.executors import Executor, Ok, attempt_of, execute_with_timeout
 from agents.pipeline import Pipeline
 from agents.shell import Output, apply_guarded, publish
-from schemas.canonical import dumps, parse_time
+from schemas.canonical import dumps
 from schemas.codec import dead_letter
-from schemas.messages import Attempt, JobAttempt, JobCancel, JobCommand, JobResult
+from schemas.messages import Attempt, JobAttempt, JobCancel, JobCommand, JobResult, JobStarted
 from streams.fairness import Caps, QueueState, RunningState, admit
 from streams.findings import completed_result, failed_result, skipped_result
 from streams.guard import decode as unguard
+from streams.job_queue import DONE, Entry, enqueue, longer_history, queued, record_attempt, scaled_caps
 from streams.retry import GiveUp, RetryPolicy, next_attempt, sla_breach
-from streams.runs import JobStarted
 
 log = logging.getLogger("stella.jobs")
-DONE = b"done"
-
-
-@dataclass
-class Entry:
-    """A queued job and its retry history. Table value (JSON) under the job id."""
-
-    job: JobCommand
-    attempts: list[Attempt] = field(default_factory=list)
-    next_at: datetime | None = None  # event time of the next attempt
-    due_at: datetime | None = None  # wall clock
-
-    def encode(self) -> bytes:
-        return dumps(
-            {
-                "job": self.job,
-                "attempts": self.attempts,
-                "next_at": self.next_at,
-                "due_at": self.due_at,
-            }
-        )
-
-    @classmethod
-    def decode(cls, data: bytes) -> Entry:
-        raw = orjson.loads(data)
-        return cls(
-            job=JobCommand.model_validate(raw["job"]),
-            attempts=[Attempt.model_validate(a) for a in raw["attempts"]],
-            next_at=_time(raw.get("next_at")),
-            due_at=_time(raw.get("due_at")),
-        )
-
-
-def _time(text: str | None) -> datetime | None:
-    return parse_time(text) if text else None
 
 
 class Runner:
@@ -255,7 +218,7 @@ def register(pipe: Pipeline, executor: Executor, before_execute: Any = None) -> 
     app, settings = pipe.app, pipe.settings
     queue = pipe.table("queue")
     last = pipe.table("last-results")
-    caps = Caps(total=max(1, settings.executor_concurrency), **_scaled_caps(settings.executor_concurrency))
+    caps = scaled_caps(settings.executor_concurrency)
     policy = RetryPolicy(
         base_delay_s=settings.retry_base_seconds,
         max_delay_s=max(settings.retry_base_seconds, settings.retry_max_seconds),
@@ -277,41 +240,32 @@ def register(pipe: Pipeline, executor: Executor, before_execute: Any = None) -> 
             if isinstance(model, JobCommand):
                 job = model
 
-                def enqueue(state: bytes | None, job: JobCommand = job) -> tuple[bytes | None, list[Output]]:
-                    return (state if state else Entry(job).encode()), []
+                def fold_job(state: bytes | None, job: JobCommand = job) -> tuple[bytes | None, list[Output]]:
+                    return enqueue(state, job), []
 
                 if current(job.job_id) is None:
-                    await apply_guarded(queue, job.job_id, event, enqueue)
-                    state = current(job.job_id)
-                    if state and state != DONE:
-                        runner.offer(Entry.decode(state))
+                    await apply_guarded(queue, job.job_id, event, fold_job)
+                    entry = queued(current(job.job_id))
+                    if entry is not None:
+                        runner.offer(entry)
             elif isinstance(model, JobAttempt):
                 attempt = model
 
                 def retry(
                     state: bytes | None, attempt: JobAttempt = attempt
                 ) -> tuple[bytes | None, list[Output]]:
-                    if not state or state == DONE:
-                        return state, []
-                    entry = Entry.decode(state)
-                    if len(attempt.attempts) <= len(entry.attempts):
-                        return state, []  # an older report, redelivered
-                    return Entry(entry.job, attempt.attempts, attempt.next_at, attempt.due_at).encode(), []
+                    return record_attempt(state, attempt), []
 
                 await apply_guarded(queue, attempt.job_id, event, retry)
                 # After a restart the reconcile timer may have offered the recovered entry before this
                 # report was folded: re-offer the longer history so attempts continue, not restart at 1.
-                state = current(attempt.job_id)
-                known = runner.entries.get(attempt.job_id)
-                if state and state != DONE and known is not None:
-                    folded = Entry.decode(state)
-                    if len(folded.attempts) > len(known.attempts):
-                        runner.offer(folded)
+                folded = longer_history(current(attempt.job_id), runner.entries.get(attempt.job_id))
+                if folded is not None:
+                    runner.offer(folded)
             elif isinstance(model, JobCancel):
                 cancel = model
-                state = current(cancel.job_id)
-                if state and state != DONE and cancel.job_id not in runner.running.jobs:
-                    entry = Entry.decode(state)
+                entry = None if cancel.job_id in runner.running.jobs else queued(current(cancel.job_id))
+                if entry is not None:
                     runner.forget(cancel.job_id)
                     skipped = skipped_result(entry.job, finished_at=cancel.at)
 
@@ -346,27 +300,10 @@ def register(pipe: Pipeline, executor: Executor, before_execute: Any = None) -> 
     async def reconcile() -> None:
         # After a restart or a rebalance the recovered table holds jobs the runner has never seen.
         for job_id, raw in list(queue.items()):
-            state = unguard(raw).state
-            if state and state != DONE and job_id not in runner.entries and job_id not in runner.running.jobs:
-                runner.offer(Entry.decode(state))
+            if job_id in runner.entries or job_id in runner.running.jobs:
+                continue  # known: not decoded again every tick
+            entry = queued(unguard(raw).state)
+            if entry is not None:
+                runner.offer(entry)
 
     return runner
-
-
-def _scaled_caps(total: int) -> dict[str, Any]:
-    """Per-class caps proportional to the worker's concurrency; emergency keeps reserved slots."""
-    total = max(1, total)
-    reserve_emergency = max(1, total // 4) if total > 1 else 0
-    reserve_high = max(0, total // 8)
-    if reserve_emergency + reserve_high > total:
-        reserve_high = 0
-    return {
-        "per_class": {
-            "emergency": total,
-            "high": total,
-            "normal": max(1, total - reserve_emergency),
-            "background": max(1, total - reserve_emergency - reserve_high),
-        },
-        "reserved": {"emergency": reserve_emergency, "high": reserve_high, "normal": 0, "background": 0},
-        "per_tenant": {"emergency": total, "high": total, "normal": total, "background": total},
-    }

@@ -20,48 +20,11 @@ from pymongo.errors import AutoReconnect, NetworkTimeout, ServerSelectionTimeout
 
 from agents import observe
 from agents.settings import Settings
-from projections.fold import Position, inventory_tombstone
 from projections.mongo_store import MongoStore, active_prefix
 from projections.store import Projector
-from schemas.codec import Decoded, decode
+from projections.topics import PROJECTED, positioned, projector_group
 
 log = logging.getLogger("stella.projector")
-
-PROJECTED = (
-    "jobs",
-    "job-results",
-    "run-events",
-    "sla-breaches",
-    "impacts",
-    "deadletter",
-    "cursors",
-    "policy",
-    # Image metadata (repository, tags, namespaces, labels; tombstones mark the image removed) and where it
-    # runs, for the images read model and the API's selector preview.
-    "inventory",
-    "runtime",
-    # Not folded into documents, but checkpointed: the API's read-your-writes (`min_position`) waits on the
-    # projector having passed the position a recheck (or runtime event) write produced.
-    "rechecks",
-)
-
-
-def projector_group(settings: Settings) -> str:
-    return f"{settings.app_id}-projector"
-
-
-def positioned(settings: Settings, logical: str, record: Any) -> tuple[object, Position] | None:
-    """The message and its position, or None for records the read models do not use (ticks, rejects:
-    the stage that consumed them dead-lettered the bad ones already)."""
-    result = decode(logical, record.key, record.value, settings.max_message_bytes)
-    if not isinstance(result, Decoded):
-        return None
-    model: object | None = result.model
-    if model is None and logical == "inventory":
-        model = inventory_tombstone(record.key)
-    if model is None:
-        return None
-    return model, Position(record.topic, record.partition, record.offset)
 
 
 class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]

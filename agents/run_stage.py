@@ -11,8 +11,8 @@ import faust
 from agents import observe
 from agents.pipeline import Pipeline
 from agents.shell import Output, apply_guarded
-from schemas.messages import JobCancel
-from streams.runs import RunCancelRequested, apply, decode, encode
+from schemas.messages import TERMINAL_RUN_STATES, JobCancel, RunCancelRequested
+from streams.runs import apply, decode, encode
 
 
 def register(pipe: Pipeline) -> None:
@@ -46,7 +46,7 @@ def register(pipe: Pipeline) -> None:
                             )
                             outputs.append(pipe.out("job-attempts", job.image_digest, cancel))
                 if events:
-                    if new_fold.state in ("completed", "cancelled", "error"):
+                    if new_fold.state in TERMINAL_RUN_STATES:
                         active.discard(new_fold.run_id)
                         if new_fold.finished_at is not None:
                             observe.run_finished(new_fold.created_at, new_fold.finished_at)

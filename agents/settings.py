@@ -7,23 +7,43 @@ heartbeat, rebalance delay) live here too, so tests and production agree on them
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+N = TypeVar("N", int, float)
 
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
+def env_number(name: str, default: N, convert: Callable[[str], N], what: str) -> N:
+    """The one parser of numeric environment variables: unset or empty gives ``default``; anything
+    ``convert`` rejects is a ValueError naming the variable and its value."""
+    raw = os.environ.get(name, "")
+    if raw == "":
         return default
     try:
-        return int(raw)
+        return convert(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not {what}") from None
+
+
+def env_int(name: str, default: int) -> int:
+    return env_number(name, default, int, "an integer")
+
+
+def env_float(name: str, default: float) -> float:
+    return env_number(name, default, float, "a number")
+
+
+def _int(name: str, default: int) -> int:
+    try:
+        return env_int(name, default)
     except ValueError as exc:
-        raise SystemExit(f"configuration error: {name}={raw!r} is not an integer") from exc
+        raise SystemExit(f"configuration error: {exc}") from exc
 
 
 @dataclass(frozen=True)

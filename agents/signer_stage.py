@@ -15,12 +15,11 @@ from agents import observe
 from agents.pipeline import Pipeline
 from agents.shell import publish
 from schemas.canonical import dumps
-from schemas.messages import JobResult, RunEvent, SlaBreach
+from schemas.messages import TERMINAL_RUN_STATES, JobResult, RunEvent, SlaBreach
 from signing.keys import SigningKey
 from signing.statement import predicate_type_of, sign_completion
 
 log = logging.getLogger("stella.signer")
-TERMINAL_RUN_STATES = {"completed", "cancelled", "error"}
 
 
 def subject_of(message: JobResult | RunEvent | SlaBreach) -> str:

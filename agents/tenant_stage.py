@@ -21,13 +21,13 @@ from schemas.messages import (
     JobCommand,
     PolicyChange,
     Recheck,
+    RunPlanned,
     RuntimeEvent,
     Tick,
 )
 from streams.guard import decode as unguard
 from streams.jobs import run_retry_of
 from streams.resolve import resolve_policy, resolve_recheck
-from streams.runs import RunPlanned
 from streams.tenants import (
     apply_inventory_to_catalog,
     apply_runtime,

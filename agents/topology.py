@@ -6,8 +6,10 @@ test runs and parallel environments on one broker.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
+
+from agents.settings import Settings, env_int
+from schemas.keys import TOPIC_KEYS
 
 FOREVER = {"retention.ms": "-1"}
 COMPACTED_FOREVER = {"cleanup.policy": "compact", "retention.ms": "-1"}
@@ -23,7 +25,7 @@ class TopicSpec:
 
 
 def default_partitions() -> int:
-    return int(os.environ.get("STELLA_PARTITIONS", "6"))
+    return env_int("STELLA_PARTITIONS", Settings.partitions)
 
 
 def topics(prefix: str = "", partitions: int | None = None) -> list[TopicSpec]:
@@ -32,12 +34,12 @@ def topics(prefix: str = "", partitions: int | None = None) -> list[TopicSpec]:
     n = partitions if partitions is not None else default_partitions()
     p = prefix
     return [
-        TopicSpec(f"{p}inventory", "image digest", n, COMPACTED_FOREVER, source=True),
-        TopicSpec(f"{p}advisories", "advisory id", n, FOREVER, source=True),
-        TopicSpec(f"{p}vex", "vulnerability id", n, FOREVER, source=True),
-        TopicSpec(f"{p}policy", "tenant", n, FOREVER, source=True),
-        TopicSpec(f"{p}rechecks", "tenant", n, FOREVER, source=True),
-        TopicSpec(f"{p}runtime", "image digest", n, FOREVER, source=True),
+        TopicSpec(f"{p}inventory", TOPIC_KEYS["inventory"], n, COMPACTED_FOREVER, source=True),
+        TopicSpec(f"{p}advisories", TOPIC_KEYS["advisories"], n, FOREVER, source=True),
+        TopicSpec(f"{p}vex", TOPIC_KEYS["vex"], n, FOREVER, source=True),
+        TopicSpec(f"{p}policy", TOPIC_KEYS["policy"], n, FOREVER, source=True),
+        TopicSpec(f"{p}rechecks", TOPIC_KEYS["rechecks"], n, FOREVER, source=True),
+        TopicSpec(f"{p}runtime", TOPIC_KEYS["runtime"], n, FOREVER, source=True),
         TopicSpec(f"{p}index-updates", "package key", n),
         TopicSpec(f"{p}impact-requests", "package key", n),
         TopicSpec(f"{p}catalog-updates", "tenant", n),

@@ -99,14 +99,11 @@ async def fill(
     bootstrap: str, topic: str, partitions: int, records: int, keys: int, value_bytes: int
 ) -> float:
     from aiokafka import AIOKafkaProducer
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, partitions, 1)])
-    finally:
-        await admin.close()
+    from agents.topology import TopicSpec
+    from agents.topology_admin import ensure_topics
+
+    await ensure_topics(bootstrap, [TopicSpec(topic, "", partitions)])
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks=1, linger_ms=20, max_batch_size=1 << 20, compression_type=None
     )

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 
-from agents.topology import topics
+from agents.topology import TopicSpec, topics
+from agents.topology_admin import ensure_topics
 
 REPO = Path(__file__).resolve().parents[1]
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
@@ -104,16 +105,8 @@ def machine() -> dict[str, Any]:
 
 
 async def create_topics(prefix: str, partitions: int, extra: Iterable[str] = ()) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
-    await admin.start()
-    try:
-        specs = [
-            NewTopic(s.name, partitions, 1, topic_configs=dict(s.config)) for s in topics(prefix, partitions)
-        ]
-        specs += [NewTopic(f"{prefix}{name}", partitions, 1) for name in extra]
-        await admin.create_topics(specs)
-    finally:
-        await admin.close()
+    specs = topics(prefix, partitions) + [TopicSpec(f"{prefix}{name}", "", partitions) for name in extra]
+    await ensure_topics(BOOTSTRAP, specs)
 
 
 async def delete_prefix(prefix: str) -> None:

@@ -30,7 +30,6 @@ from aiokafka import AIOKafkaConsumer
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from agents.projector import PROJECTED, positioned
 from agents.settings import Settings
 from bench import common
 from bench.common import BOOTSTRAP, MONGO_URL, Proc, percentile, summary
@@ -38,6 +37,7 @@ from bench.fold import group_stable, wait_consumed
 from bench.workload import Estate, advisories, build_estate
 from projections.mongo_store import MongoStore
 from projections.store import rebuild
+from projections.topics import PROJECTED, positioned
 from schemas.codec import encode
 
 WINDOW, GRACE, IDLE = 2, 0, 2

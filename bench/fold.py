@@ -29,6 +29,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from agents.topology import TopicSpec
+from agents.topology_admin import ensure_topics
 from bench import common
 from bench.common import BOOTSTRAP, Proc
 from bench.workload import T0, Estate, advisories, build_estate, sentinel
@@ -238,12 +240,7 @@ async def passthrough(
     publishes an input's outputs before its table write does). Returns messages/s."""
     prefix = common.fresh_prefix("pass")
     src, dst = f"{prefix}src", f"{prefix}dst"
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
-    await admin.start()
-    from aiokafka.admin import NewTopic
-
-    await admin.create_topics([NewTopic(src, partitions, 1), NewTopic(dst, partitions, 1)])
-    await admin.close()
+    await ensure_topics(BOOTSTRAP, [TopicSpec(src, "", partitions), TopicSpec(dst, "", partitions)])
     items = [payloads[i % len(payloads)] for i in range(count)]
     await common.produce_all(src, items)
     consumer = AIOKafkaConsumer(

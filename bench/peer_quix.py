@@ -25,7 +25,7 @@ from quixstreams import Application, message_context
 from quixstreams.models.serializers import Serializer
 from quixstreams.state import State
 
-from agents.ingest_stage import TAG_ADVISORY, TAG_INDEX_UPDATE, with_image_package
+from agents.ingest_stage import TAG_ADVISORY, TAG_INDEX_UPDATE
 from schemas.codec import Decoded, decode, encode
 from schemas.messages import AdvisoryDelta, Impact, Inventory
 from streams.index import (
@@ -49,6 +49,7 @@ from streams.resolve import (
     encode_specs,
     resolve_advisory,
     split_advisory,
+    with_image_package,
 )
 from streams.windows import add_impact, decode_windows, encode_windows
 

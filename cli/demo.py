@@ -30,6 +30,7 @@ from pymongo import MongoClient
 
 from controlplane.auth import token_hash
 from controlplane.config import SCOPES
+from schemas.messages import TERMINAL_RUN_STATES
 
 REPO = Path(__file__).resolve().parents[1]
 FEED = REPO / "ops" / "demo" / "feed"
@@ -166,7 +167,7 @@ def wait_for_runs(
         new = {k: v for k, v in runs.items() if k not in before}
         if set(runs) != last_ids:
             last_ids, stable_since = set(runs), time.monotonic()
-        done = new and all(r.get("state") in ("completed", "cancelled", "error") for r in new.values())
+        done = new and all(r.get("state") in TERMINAL_RUN_STATES for r in new.values())
         if done and time.monotonic() - stable_since > 4:
             return sorted(new.values(), key=lambda r: (r.get("created_at", ""), r["_id"]))
         time.sleep(0.5)

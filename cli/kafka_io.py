@@ -23,16 +23,6 @@ from cli.output import CliError, InfraError, kafka_hint
 T = TypeVar("T")
 REQUEST_TIMEOUT_MS = 15000
 
-# How `publish <kind>` names the logical topic it writes to (agents.topology).
-KIND_TOPICS: dict[str, str] = {
-    "sbom": "inventory",
-    "osv": "advisories",
-    "vex": "vex",
-    "policy": "policy",
-    "runtime": "runtime",
-    "recheck": "rechecks",
-}
-
 
 def default_bootstrap(value: str | None) -> str:
     if value:

@@ -11,23 +11,43 @@ import importlib
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from cli.output import EXIT_INFRA, EXIT_USAGE, CliError
+from ingest.kinds import KINDS
 
 PROG = "stella-sched"
-KINDS = ("sbom", "osv", "vex", "policy", "runtime", "recheck")
 
-# Subcommands other modules implement: name -> (module, function, pass the subcommand name along?).
-EXTERNAL: dict[str, tuple[str, str, bool, str]] = {
-    "worker": ("agents.worker", "main", False, "run a stream-processing worker (faust)"),
-    "api": ("controlplane.server", "main", False, "run the HTTP control plane"),
-    "demo": ("cli.demo", "main", False, "run the end-to-end demo"),
-    "rebuild": ("projections.rebuild_cli", "main", False, "rebuild the MongoDB read models from offset 0"),
-    "tail": ("cli.consume", "main", True, "follow signed completion events, verifying each"),
-    "query": ("cli.consume", "main", True, "read the MongoDB read models (runs, jobs, images, ...)"),
-    "deadletter": ("cli.deadletter", "main", False, "list, show and replay dead letters"),
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand and the module that implements it, imported only when it runs.
+
+    Most are parsed here (so ``--help`` stays fast) and run as ``module.run(args)``. Those that parse
+    their own options (``own_parser``) get their raw arguments as ``module.main(argv)``, with the
+    subcommand name first when ``pass_name`` (one module serving several subcommands)."""
+
+    module: str
+    help: str = ""
+    own_parser: bool = False
+    pass_name: bool = False
+
+
+COMMANDS: dict[str, Command] = {
+    "publish": Command("cli.publish"),
+    "preview": Command("cli.preview"),
+    "keys": Command("cli.keys"),
+    "verify": Command("cli.verify"),
+    "replay": Command("cli.replay"),
+    "worker": Command("agents.worker", "run a stream-processing worker (faust)", own_parser=True),
+    "api": Command("controlplane.server", "run the HTTP control plane", own_parser=True),
+    "demo": Command("cli.demo", "run the end-to-end demo", own_parser=True),
+    "rebuild": Command("cli.rebuild", "rebuild the MongoDB read models from offset 0", own_parser=True),
+    "tail": Command("cli.consume", "follow signed completion events, verifying each", True, True),
+    "query": Command("cli.consume", "read the MongoDB read models (runs, jobs, images, ...)", True, True),
+    "deadletter": Command("cli.deadletter", "list, show and replay dead letters", own_parser=True),
 }
 
 TOP_EPILOG = """\
@@ -281,55 +301,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON output")
     _kafka_options(p, prefix=False)
 
-    for name, (module, _, _, help_text) in EXTERNAL.items():
+    for name, command in COMMANDS.items():
+        if not command.own_parser:
+            continue
         ext = subs.add_parser(
             name,
-            help=help_text,
+            help=command.help,
             add_help=False,
-            description=f"{help_text} (implemented in {module}; `{PROG} {name} --help` for its options)",
+            description=f"{command.help} (implemented in {command.module}; `{PROG} {name} --help` for "
+            "its options)",
         )
         ext.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
-RUNNERS: dict[str, str] = {
-    "publish": "cli.publish",
-    "preview": "cli.preview",
-    "keys": "cli.keys",
-    "verify": "cli.verify",
-    "replay": "cli.replay",
-}
-
-
-def _external(name: str, rest: list[str]) -> int:
-    module_name, func_name, pass_name, _ = EXTERNAL[name]
+def _dispatch(name: str, args: argparse.Namespace | None, rest: list[str]) -> int:
+    """The one way a subcommand runs: import its module, then ``run(args)`` or ``main(argv)``."""
+    command = COMMANDS[name]
     try:
-        module = importlib.import_module(module_name)
+        module = importlib.import_module(command.module)
     except ImportError as exc:
         print(
-            f"{PROG} {name}: not available: cannot import {module_name} ({exc}). "
+            f"{PROG} {name}: not available: cannot import {command.module} ({exc}). "
             "Is the project installed (`make venv`) and is that module part of this checkout?",
             file=sys.stderr,
         )
         return EXIT_USAGE
-    func: Callable[[list[str]], int | None] = getattr(module, func_name)
-    result = func([name, *rest] if pass_name else rest)
+    if command.own_parser:
+        main_of: Callable[[list[str]], int | None] = module.main
+        result = main_of([name, *rest] if command.pass_name else rest)
+    else:
+        assert args is not None  # parsed here: main() passes the namespace
+        run_of: Callable[[argparse.Namespace], int | None] = module.run
+        result = run_of(args)
     return int(result or 0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     try:
-        if args_list and args_list[0] in EXTERNAL:
-            return _external(args_list[0], args_list[1:])
+        first = COMMANDS.get(args_list[0]) if args_list else None
+        if first is not None and first.own_parser:
+            # Before parsing here: its options are its own (argparse would reject them as unknown).
+            return _dispatch(args_list[0], None, args_list[1:])
         parser = build_parser()
         try:
             args = parser.parse_args(args_list)
         except SystemExit as exc:  # --help (0) or a usage error (2)
             return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
-        module = importlib.import_module(RUNNERS[args.command])
-        result: int = module.run(args)
-        return result
+        return _dispatch(args.command, args, [])
     except CliError as exc:
         print(f"{PROG}: error: {exc.message}", file=sys.stderr)
         return exc.code

@@ -10,8 +10,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cli.kafka_io import KIND_TOPICS
 from cli.output import EXIT_OK, EXIT_REJECTED, CliError, UsageError, eprint, print_json, progress
+from ingest.kinds import KIND_TOPICS
 
 SUFFIXES = (".json", ".yaml", ".yml")
 
@@ -58,19 +58,12 @@ def collect_files(paths: list[str]) -> list[Path]:
 
 
 def message_key(kind: str, message: Any) -> bytes:
-    """The Kafka key per topic (agents.topology): inventory tenant/digest, advisory id, vulnerability id,
-    tenant for policy and rechecks, image digest for runtime."""
-    if kind == "sbom":
-        return f"{message.tenant}/{message.image_digest}".encode()
-    if kind == "osv":
-        return str(message.id).encode()
-    if kind == "vex":
-        return str(message.vulnerability).encode()
-    if kind in ("policy", "recheck"):
-        return str(message.tenant).encode()
-    if kind == "runtime":
-        return str(message.image_digest).encode()
-    raise ValueError(f"unknown kind {kind!r}")
+    """The Kafka key of a message of this kind (schemas.keys)."""
+    if kind not in KIND_TOPICS:
+        raise ValueError(f"unknown kind {kind!r}")
+    from schemas.keys import message_key as key_of
+
+    return key_of(message)
 
 
 def load_kev_ids(path: str) -> frozenset[str]:

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from agents.settings import Settings
+from agents.settings import Settings, env_float, env_int
 
 SCOPES = ("scheduler.runs.read", "scheduler.runs.write", "scheduler.runs.manage")
 FEED_KINDS = ("advisories", "vex")
@@ -59,23 +59,17 @@ class AccessConfig:
 
 
 def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "")
-    if raw == "":
-        return default
     try:
-        return float(raw)
+        return env_float(name, default)
     except ValueError as exc:
-        raise ConfigError(f"{name}={raw!r} is not a number") from exc
+        raise ConfigError(str(exc)) from None
 
 
 def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "")
-    if raw == "":
-        return default
     try:
-        return int(raw)
+        return env_int(name, default)
     except ValueError as exc:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from exc
+        raise ConfigError(str(exc)) from None
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
-from controlplane.app import Runtime, runtime_of
 from controlplane.auth import Principal
 from controlplane.errors import ApiError
 from controlplane.paging import parse_min_position
+from controlplane.runtime import Runtime, runtime_of
 
 READ = "scheduler.runs.read"
 WRITE = "scheduler.runs.write"

@@ -14,6 +14,7 @@ from controlplane.errors import ApiError
 from ingest.detect import parse_file
 from ingest.result import IngestResult
 from schemas.codec import encode
+from schemas.keys import message_key
 from schemas.messages import AdvisoryDelta, VexStatement
 
 router = APIRouter(prefix="/api/v1")
@@ -44,9 +45,9 @@ async def feed_webhook(kind: FeedKind, request: Request, rt: RuntimeDep) -> dict
     records: list[tuple[str, str, bytes | None, bytes | None]] = []
     for message in result.messages:
         if isinstance(message, AdvisoryDelta):
-            records.append(("advisories", rt.topic("advisories"), message.id.encode(), encode(message)))
+            records.append(("advisories", rt.topic("advisories"), message_key(message), encode(message)))
         elif isinstance(message, VexStatement):
-            records.append(("vex", rt.topic("vex"), message.vulnerability.encode(), encode(message)))
+            records.append(("vex", rt.topic("vex"), message_key(message), encode(message)))
     if not records:
         rt.metrics.webhook_rejected.labels("invalid").inc()
         first = problems[0]["message"] if problems else "the document holds no usable records"

@@ -22,13 +22,14 @@ from projections.fold import (
     window_view,
 )
 from projections.store import MAX_PAGE, After, Page, ProjectionStore
+from schemas.messages import JobStatus, RunState
 
 router = APIRouter(prefix="/api/v1")
 
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="page size")]
 CursorParam = Annotated[str | None, Query(max_length=2048, description="next_cursor of the previous page")]
-RunStateParam = Literal["planning", "queued", "running", "completed", "cancelled", "error"]
-JobStatusParam = Literal["queued", "running", "completed", "failed", "skipped"]
+RunStateParam = RunState
+JobStatusParam = JobStatus
 DEADLETTER_SCAN = 2000  # documents examined per request at most; the cursor continues the scan
 
 
@@ -65,13 +66,13 @@ async def list_runs(
     return listing("runs", page, [public(d) for d in page.items])
 
 
-async def _run(rt: RuntimeDep, tenant: str, run_id: str) -> Document:
+async def owned_run(rt: RuntimeDep, tenant: str, run_id: str) -> Document:
     return owned(await rt.db(lambda s: s.get(RUNS, run_id)), tenant, "run", run_id)
 
 
 @router.get("/runs/{run_id}")
 async def get_run(run_id: str, principal: Reader, rt: RuntimeDep, _: None = Consistent) -> dict[str, Any]:
-    return public(await _run(rt, principal.tenant, run_id))
+    return public(await owned_run(rt, principal.tenant, run_id))
 
 
 def job_delta(doc: Document) -> dict[str, Any]:
@@ -89,7 +90,7 @@ async def run_deltas(
     cursor: CursorParam = None,
 ) -> dict[str, Any]:
     """The run's DeltaSummary and its jobs' findings deltas (paged by job id)."""
-    run = await _run(rt, principal.tenant, run_id)
+    run = await owned_run(rt, principal.tenant, run_id)
     after = decode_cursor("deltas:" + run_id, cursor)
     where = {"tenant": principal.tenant, "run_id": run_id}
     page = await rt.db(lambda s: s.find(JOBS, where, after=after, limit=limit))

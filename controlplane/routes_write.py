@@ -16,26 +16,28 @@ from starlette.concurrency import run_in_threadpool
 from controlplane.backends import Produced
 from controlplane.deps import Manager, Reader, RuntimeDep, Writer
 from controlplane.errors import ApiError
-from controlplane.routes_read import _run, owned_deadletter
+from controlplane.routes_read import owned_deadletter, owned_run
 from controlplane.views import public
 from ingest.detect import parse_file
 from ingest.result import IngestError
-from projections.fold import IMAGES, JOBS, TERMINAL_RUN_STATES, Document, image_fields
+from projections.fold import IMAGES, JOBS, Document, image_fields
 from projections.store import MAX_PAGE, After, ProjectionStore
 from schemas.canonical import dumps
 from schemas.codec import encode
+from schemas.keys import message_key
 from schemas.messages import (
+    TERMINAL_RUN_STATES,
     AdvisoryDelta,
     Inventory,
     JobKind,
     PriorityClass,
     Recheck,
+    RunCancelRequested,
     RuntimeEvent,
     Selector,
     VexStatement,
 )
 from streams.preview import preview
-from streams.runs import RunCancelRequested
 from streams.tenants import ImageMeta, selector_matches
 
 router = APIRouter(prefix="/api/v1")
@@ -258,7 +260,9 @@ async def post_recheck(
             kind=body.kind,
             priority=body.priority,
         )
-        (produced,) = await rt.produce([("rechecks", rt.topic("rechecks"), tenant.encode(), encode(message))])
+        (produced,) = await rt.produce(
+            [("rechecks", rt.topic("rechecks"), message_key(message), encode(message))]
+        )
         return written(produced, recheck_id=recheck_id)
 
     return await idempotent(rt, tenant, "rechecks", idempotency_key, recheck_id, make)
@@ -283,9 +287,7 @@ async def post_runtime_event(
             f"{where}: {errors[0]['msg']}",
             details=[{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in errors[:20]],
         ) from None
-    (produced,) = await rt.produce(
-        [("runtime", rt.topic("runtime"), event.image_digest.encode(), encode(event))]
-    )
+    (produced,) = await rt.produce([("runtime", rt.topic("runtime"), message_key(event), encode(event))])
     return written(produced, image_digest=event.image_digest)
 
 
@@ -300,7 +302,7 @@ async def cancel_run(
     body: Annotated[CancelRequest | None, Body()] = None,
 ) -> dict[str, Any]:
     """Produce a RunCancelRequested (key: run id) to ``run-inputs``; a terminal run answers 409."""
-    run = await _run(rt, principal.tenant, run_id)
+    run = await owned_run(rt, principal.tenant, run_id)
     if run.get("state") in TERMINAL_RUN_STATES:
         raise ApiError(409, "conflict", f"run {run_id!r} is already {run.get('state')}")
     message = RunCancelRequested(
@@ -310,7 +312,9 @@ async def cancel_run(
         reason=body.reason if body else "",
         requested_by=principal.name,
     )
-    (produced,) = await rt.produce([("run-inputs", rt.topic("run-inputs"), run_id.encode(), encode(message))])
+    (produced,) = await rt.produce(
+        [("run-inputs", rt.topic("run-inputs"), message_key(message), encode(message))]
+    )
     return written(produced, run_id=run_id)
 
 
@@ -345,7 +349,7 @@ async def retry_run(
     complete; all of them when every job completed). Only a terminal run can be retried (else 409)."""
     tenant = principal.tenant
     req = body or RetryRequest()
-    run = await _run(rt, tenant, run_id)
+    run = await owned_run(rt, tenant, run_id)
     if run.get("state") not in TERMINAL_RUN_STATES:
         raise ApiError(
             409, "conflict", f"run {run_id!r} is {run.get('state')}; only a finished run can be retried"
@@ -365,7 +369,9 @@ async def retry_run(
             priority=req.priority,
             retry_of=run_id,
         )
-        (produced,) = await rt.produce([("rechecks", rt.topic("rechecks"), tenant.encode(), encode(message))])
+        (produced,) = await rt.produce(
+            [("rechecks", rt.topic("rechecks"), message_key(message), encode(message))]
+        )
         return written(produced, recheck_id=recheck_id, retry_of=run_id, images=len(digests))
 
     return await idempotent(rt, tenant, "retry:" + run_id, idempotency_key, recheck_id, make)

@@ -17,13 +17,13 @@ from pydantic import BaseModel, ValidationError
 from ingest.csaf import parse_csaf
 from ingest.cyclonedx_vex import parse_cyclonedx_vex
 from ingest.document import load_json_or_yaml
+from ingest.kinds import KINDS
 from ingest.openvex import parse_openvex
 from ingest.osv import parse_osv
 from ingest.result import IngestError, IngestResult
 from ingest.sbom import parse_cyclonedx_sbom, parse_spdx_sbom
 from schemas.messages import PolicyChange, Recheck, RuntimeEvent
 
-KINDS = ("sbom", "osv", "vex", "policy", "runtime", "recheck")
 _MODELS: dict[str, type[BaseModel]] = {"policy": PolicyChange, "runtime": RuntimeEvent, "recheck": Recheck}
 
 

@@ -43,6 +43,7 @@ from typing import Any
 
 from schemas.canonical import dumps, format_time
 from schemas.messages import (
+    TERMINAL_RUN_STATES,
     AdvisoryDelta,
     CursorUpdate,
     DeadLetter,
@@ -66,7 +67,6 @@ CURSORS = "cursors"
 DEADLETTERS = "deadletters"
 COLLECTIONS: tuple[str, ...] = (RUNS, JOBS, IMAGES, WINDOWS, CURSORS, DEADLETTERS)
 POS = "_pos"
-TERMINAL_RUN_STATES = frozenset({"completed", "cancelled", "error"})
 # What a job document says before its result arrives. Every non-owner that may create a job document seeds
 # exactly this, so which of them came first cannot show.
 JOB_DEFAULTS: dict[str, Any] = {"status": "queued"}

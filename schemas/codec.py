@@ -49,8 +49,17 @@ TOMBSTONE_TOPICS = frozenset({"inventory"})
 
 def _extra_models() -> dict[str, tuple[type[BaseModel], ...]]:
     # Internal topics that carry more than one message type; the `schema` field picks the model.
-    from schemas.messages import ImageRemoved, Inventory, JobAttempt, JobCancel, RuntimeEvent, Tick
-    from streams.runs import JobStarted, RunCancelRequested, RunPlanned
+    from schemas.messages import (
+        ImageRemoved,
+        Inventory,
+        JobAttempt,
+        JobCancel,
+        JobStarted,
+        RunCancelRequested,
+        RunPlanned,
+        RuntimeEvent,
+        Tick,
+    )
 
     return {
         "impacts": (Tick,),

@@ -9,7 +9,7 @@ Numbers that end up in signed payloads are integers or strings (CVSS scores trav
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
 
@@ -285,6 +285,11 @@ class Attempt(Model):
     )
 
 
+JobStatus = Literal["queued", "running", "completed", "failed", "skipped"]
+JobResultStatus = Literal["completed", "failed", "skipped"]
+TERMINAL_JOB_STATUSES: frozenset[str] = frozenset(get_args(JobResultStatus))
+
+
 class JobResult(Model):
     """Outcome of a job. Kafka key: image digest."""
 
@@ -294,7 +299,7 @@ class JobResult(Model):
     tenant: str
     image_digest: str
     priority: PriorityClass
-    status: Literal["completed", "failed", "skipped"]
+    status: JobResultStatus
     finished_at: Timestamp
     attempts: list[Attempt] = []
     findings: list[Finding] = []
@@ -325,6 +330,7 @@ class DeltaSummary(Model):
 
 
 RunState = Literal["planning", "queued", "running", "completed", "cancelled", "error"]
+TERMINAL_RUN_STATES: frozenset[str] = frozenset({"completed", "cancelled", "error"})
 
 
 class RunEvent(Model):
@@ -429,6 +435,39 @@ class JobCancel(Model):
     at: Timestamp
 
 
+class RunPlanned(Model):
+    """The planner closed a run's window: these are all of its jobs. Kafka key: run id."""
+
+    schema_id: Literal["scheduler.run-planned@1"] = Field("scheduler.run-planned@1", alias="schema")
+    run_id: str
+    tenant: str
+    job_ids: list[str]
+    at: Timestamp
+    retry_of: str | None = None
+
+
+class JobStarted(Model):
+    """A worker began executing a job (its first attempt). Kafka key: run id."""
+
+    schema_id: Literal["scheduler.job-started@1"] = Field("scheduler.job-started@1", alias="schema")
+    job_id: str
+    run_id: str
+    tenant: str
+    at: Timestamp
+    attempt: int = 1
+
+
+class RunCancelRequested(Model):
+    """Operator asked to cancel a run. Kafka key: run id."""
+
+    schema_id: Literal["scheduler.run-cancel@1"] = Field("scheduler.run-cancel@1", alias="schema")
+    run_id: str
+    tenant: str
+    at: Timestamp
+    reason: str = ""
+    requested_by: str = ""
+
+
 class Signature(Model):
     keyid: str
     sig: str
@@ -469,6 +508,9 @@ ALL_MODELS: list[type[BaseModel]] = [
     Tick,
     JobAttempt,
     JobCancel,
+    RunPlanned,
+    JobStarted,
+    RunCancelRequested,
     SignedEnvelope,
 ]
 

@@ -51,10 +51,10 @@ from streams.resolve import (
     resolve_advisory,
     resolve_policy,
     resolve_recheck,
-    resolve_vex_digest,
     resolve_vex_package,
     split_advisory,
-    split_vex,
+    vex_requests,
+    with_image_package,
 )
 from streams.tenants import (
     RuntimeSites,
@@ -156,7 +156,8 @@ class _Driver:
 
     def inventory(self, inv: Inventory) -> Impact | None:
         key = ImageKey(inv.tenant, inv.image_digest).text
-        out = apply_inventory(self.records.get(key), inv, source=self._position(), partitions=1)
+        indexed = with_image_package(inv)
+        out = apply_inventory(self.records.get(key), indexed, source=self._position(), partitions=1)
         if out.record is not None:
             self.records[key] = out.record
         by_package: dict[str, list[IndexUpdate]] = {}
@@ -208,18 +209,10 @@ class _Driver:
                 self._explain(resolution, request.withdrawn)
                 impacts += resolution.impacts
         elif isinstance(delta, VexStatement):
-            by_package, by_digest = split_vex(delta)
-            for prequest in by_package:
+            for vrequest in vex_requests(delta):
                 impacts += resolve_vex_package(
-                    prequest, self.entries.get(prequest.package), self.lookup
+                    vrequest, self.entries.get(vrequest.package), self.lookup
                 ).impacts
-            for drequest in by_digest:
-                refs = [
-                    r
-                    for r in (self.lookup(i) for i in sorted(self.directory))
-                    if r is not None and r.digest == drequest.digest
-                ]
-                impacts += resolve_vex_digest(drequest, refs).impacts
         elif isinstance(delta, PolicyChange):
             impacts += resolve_policy(self.catalogs.get(delta.tenant), delta).impacts
         else:

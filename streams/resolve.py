@@ -5,10 +5,14 @@ shell can keep each in the table partitioned the way its input is keyed.
 |---|---|---|
 | AdvisoryDelta → ``split_advisory`` | ``AdvisoryPackages`` (packages the last revision named) | advisory id |
 | AdvisoryRequest → ``resolve_advisory`` | ``AdvisorySpecs`` + ``PackageEntry`` (read) | package key |
-| VexStatement → ``split_vex`` | none | |
+| VexStatement → ``vex_requests`` | none | |
 | VexPackageRequest → ``resolve_vex_package`` | ``PackageEntry`` (read) | package key |
-| VexDigestRequest → ``resolve_vex_digest`` | the image refs for that digest (read) | digest |
 | PolicyChange / Recheck → ``resolve_policy`` / ``resolve_recheck`` | ``TenantCatalog`` (read) | tenant |
+
+A VEX product named by image digest is routed like any other: every image holds a pseudo package
+``image/<digest>`` (``with_image_package``, applied where inventories are indexed), and ``vex_requests``
+turns a digest product into a request for that package. The stream and ``preview`` both go through this
+one rule, so neither needs a digest-keyed table.
 
 Package-side resolution maps image ids back to images through a ``lookup(id) -> ImageRef | None`` callable
 (the directory global table, joined with runtime state by the shell for the ``running`` flag).
@@ -23,7 +27,7 @@ already superseded record: it changes nothing and resolves to nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -32,7 +36,9 @@ from pydantic import BaseModel, ConfigDict
 from schemas.messages import (
     AdvisoryDelta,
     AffectedPackage,
+    Component,
     Impact,
+    Inventory,
     PolicyChange,
     Reason,
     Recheck,
@@ -295,7 +301,8 @@ class VexPackageRequest(_Model):
 
 
 class VexDigestRequest(_Model):
-    """A VEX statement's product given as an image digest. Kafka key: ``digest``."""
+    """A VEX statement's product given as an image digest; ``vex_requests`` routes it to the image's pseudo
+    package."""
 
     digest: str
     statement_id: str
@@ -334,6 +341,38 @@ def split_vex(statement: VexStatement) -> tuple[list[VexPackageRequest], list[Ve
     ]
     by_digest = [VexDigestRequest(digest=d, **common) for d in sorted(digests)]  # type: ignore[arg-type]
     return by_package, by_digest
+
+
+def image_package(digest: str) -> str:
+    """The pseudo package every image holds, so a VEX statement naming an image by digest resolves
+    through the package index like any other product."""
+    return f"image/{digest}"
+
+
+def with_image_package(inventory: Inventory) -> Inventory:
+    """``inventory`` as the package index sees it: with the image's own pseudo package."""
+    pseudo = Component(
+        purl=f"pkg:oci/{inventory.image_digest}", package=image_package(inventory.image_digest)
+    )
+    return inventory.model_copy(update={"components": [*inventory.components, pseudo]})
+
+
+def vex_requests(statement: VexStatement) -> list[VexPackageRequest]:
+    """The package-keyed requests of a statement: products named by digest go to the image's pseudo
+    package (the one rule the stream and ``preview`` share)."""
+    by_package, by_digest = split_vex(statement)
+    return by_package + [
+        VexPackageRequest(
+            package=image_package(r.digest),
+            version=None,
+            statement_id=r.statement_id,
+            vulnerability=r.vulnerability,
+            status=r.status,
+            timestamp=r.timestamp,
+            tenant=r.tenant,
+        )
+        for r in by_digest
+    ]
 
 
 def decode_vex_package_request(data: bytes) -> VexPackageRequest:
@@ -375,19 +414,6 @@ def resolve_vex_package(request: VexPackageRequest, entry: PackageEntry | None, 
             reasons = [*previous.reasons, reason] if previous else [reason]
             seen[key] = _impact(ref, request.timestamp, reasons)
     return Resolution([seen[k] for k in sorted(seen)])
-
-
-def resolve_vex_digest(request: VexDigestRequest, refs: Iterable[ImageRef]) -> Resolution:
-    """``refs``: the images (one per tenant) with this digest, from the digest-keyed state."""
-    reason = _vex_reason(
-        request.statement_id, request.vulnerability, request.status, request.timestamp, request.digest
-    )
-    impacts = [
-        _impact(ref, request.timestamp, [reason])
-        for ref in sorted(refs, key=lambda r: r.tenant)
-        if ref.digest == request.digest and (request.tenant is None or ref.tenant == request.tenant)
-    ]
-    return Resolution(impacts)
 
 
 # ---------------------------------------------------------------- policy and rechecks (tenant-keyed)

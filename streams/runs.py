@@ -25,59 +25,28 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Literal
 
 from pydantic import Field
 
 from schemas.canonical import dumps, format_time, loads
 from schemas.messages import (
+    TERMINAL_JOB_STATUSES,
+    TERMINAL_RUN_STATES,
     DeltaSummary,
     JobCommand,
     JobResult,
+    JobStarted,
+    JobStatus,
     Model,
+    RunCancelRequested,
     RunEvent,
+    RunPlanned,
     RunState,
     Timestamp,
 )
 from streams.findings import add_to_summary
 
-JobStatus = Literal["queued", "running", "completed", "failed", "skipped"]
-TERMINAL_JOB: frozenset[str] = frozenset({"completed", "failed", "skipped"})
-TERMINAL_RUN: frozenset[str] = frozenset({"completed", "cancelled", "error"})
 _JOB_ORDER: dict[str, int] = {"queued": 0, "running": 1, "completed": 2, "failed": 2, "skipped": 2}
-
-
-class RunPlanned(Model):
-    """The planner closed a run's window: these are all of its jobs. Kafka key: run id."""
-
-    schema_id: Literal["scheduler.run-planned@1"] = Field(default="scheduler.run-planned@1", alias="schema")
-    run_id: str
-    tenant: str
-    job_ids: list[str]
-    at: Timestamp
-    retry_of: str | None = None
-
-
-class JobStarted(Model):
-    """A worker began executing a job (its first attempt). Kafka key: run id."""
-
-    schema_id: Literal["scheduler.job-started@1"] = Field(default="scheduler.job-started@1", alias="schema")
-    job_id: str
-    run_id: str
-    tenant: str
-    at: Timestamp
-    attempt: int = 1
-
-
-class RunCancelRequested(Model):
-    """Operator asked to cancel a run. Kafka key: run id."""
-
-    schema_id: Literal["scheduler.run-cancel@1"] = Field(default="scheduler.run-cancel@1", alias="schema")
-    run_id: str
-    tenant: str
-    at: Timestamp
-    reason: str = ""
-    requested_by: str = ""
 
 
 RunInput = RunPlanned | JobCommand | JobStarted | JobResult | RunCancelRequested
@@ -110,7 +79,7 @@ def _counts(fold: RunFold) -> tuple[int, int, int, int]:
     """(total, done, failed, skipped)."""
     ids = set(fold.planned_job_ids) | fold.jobs.keys()
     statuses = [fold.jobs.get(i, "queued") for i in ids]
-    done = sum(1 for s in statuses if s in TERMINAL_JOB)
+    done = sum(1 for s in statuses if s in TERMINAL_JOB_STATUSES)
     return len(ids), done, statuses.count("failed"), statuses.count("skipped")
 
 
@@ -193,7 +162,7 @@ def apply(fold: RunFold | None, event: RunInput) -> tuple[RunFold, list[RunEvent
             if event.retry_of and not fold.retry_of:
                 update["retry_of"] = event.retry_of
     elif isinstance(event, RunCancelRequested):
-        if not fold.cancelled and fold.state not in TERMINAL_RUN:
+        if not fold.cancelled and fold.state not in TERMINAL_RUN_STATES:
             update = {"cancelled": True}
     elif isinstance(event, JobCommand):
         jobs = _advance(fold.jobs, event.job_id, "queued")
@@ -216,7 +185,7 @@ def apply(fold: RunFold | None, event: RunInput) -> tuple[RunFold, list[RunEvent
     fold = fold.model_copy(update=update)
     state, settled = _derive(fold)
     finished_at = fold.finished_at
-    if state in TERMINAL_RUN and finished_at is None:
+    if state in TERMINAL_RUN_STATES and finished_at is None:
         finished_at = at
     fold = fold.model_copy(update={"state": state, "settled": settled, "finished_at": finished_at})
     emit = state != before or (settled and not was_settled)
@@ -235,7 +204,7 @@ def is_cancelled(fold: RunFold | None, job: JobCommand) -> bool:
 
 
 def is_terminal(fold: RunFold) -> bool:
-    return fold.state in TERMINAL_RUN
+    return fold.state in TERMINAL_RUN_STATES
 
 
 # ---------------------------------------------------------------- retry

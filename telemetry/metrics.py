@@ -44,6 +44,7 @@ from prometheus_client import (
 from prometheus_client.metrics import MetricWrapperBase
 
 from schemas.messages import (
+    TERMINAL_JOB_STATUSES,
     DeadLetter,
     ImpactSource,
     JobCommand,
@@ -57,7 +58,7 @@ ExecutorErrorKind = Literal["transient", "permanent", "timeout"]
 
 PRIORITY_CLASSES: tuple[PriorityClass, ...] = ("emergency", "high", "normal", "background")
 JOB_KINDS: tuple[JobKind, ...] = ("reevaluate", "rescan")
-JOB_STATUSES: tuple[str, ...] = ("completed", "failed", "skipped")
+JOB_STATUSES: tuple[str, ...] = tuple(sorted(TERMINAL_JOB_STATUSES))
 PLANNER_STATUSES: tuple[PlannerStatus, ...] = ("planned", "empty", "failed")
 IMPACT_SOURCES: tuple[ImpactSource, ...] = ("advisory", "vex", "policy", "recheck", "runtime", "inventory")
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from agents.topology import topics
+from agents.topology import TopicSpec, topics
+from agents.topology_admin import ensure_topics
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,16 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 async def create_topics(
     bootstrap: str, prefix: str, partitions: int = 2, extra: tuple[str, ...] = ()
 ) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        specs = [
-            NewTopic(s.name, partitions, 1, topic_configs=dict(s.config)) for s in topics(prefix, partitions)
-        ]
-        specs += [NewTopic(f"{prefix}{name}", partitions, 1) for name in extra]
-        await admin.create_topics(specs)
-    finally:
-        await admin.close()
+    specs = topics(prefix, partitions) + [TopicSpec(f"{prefix}{name}", "", partitions) for name in extra]
+    await ensure_topics(bootstrap, specs)
 
 
 async def produce(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes | None]]) -> None:
@@ -79,15 +71,17 @@ class Worker:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Worker:
-        handle = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, *self.args],
-            cwd=REPO,
-            env=self.env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        # The child writes to its own copy of the descriptor; the parent's is closed at once (an open
+        # handle per worker was a ResourceWarning, an error under filterwarnings = error).
+        with self.log.open("ab") as handle:
+            self.proc = subprocess.Popen(
+                [sys.executable, *self.args],
+                cwd=REPO,
+                env=self.env,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         return self
 
     def alive(self) -> bool:

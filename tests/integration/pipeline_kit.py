@@ -124,6 +124,7 @@ class Pipeline:
     home: Path
     partitions: int = 2
     workers: list[Worker] = field(default_factory=list)
+    client: MongoClient[dict[str, Any]] | None = field(default=None, repr=False)
 
     def env(self) -> dict[str, str]:
         return {
@@ -174,8 +175,11 @@ class Pipeline:
         return await read_all(self.bootstrap, f"{self.prefix}{logical}", expect=expect, timeout=timeout)
 
     def mongo(self) -> Any:
-        client: MongoClient[dict[str, Any]] = MongoClient(self.mongo_url)
-        return client[self.db]
+        # One client per deployment, closed by stop(): a client per call was left for the garbage
+        # collector (pymongo's "Unclosed MongoClient" ResourceWarning, an error in the test run).
+        if self.client is None:
+            self.client = MongoClient(self.mongo_url)
+        return self.client[self.db]
 
     async def settle(self, timeout: float = 120.0, quiet: float = 6.0, min_jobs: int = 0) -> None:
         """Wait until at least `min_jobs` distinct jobs exist, every job emitted so far has a terminal
@@ -209,6 +213,9 @@ class Pipeline:
     def stop(self) -> None:
         for worker in self.workers:
             worker.stop()
+        if self.client is not None:
+            self.client.close()
+            self.client = None
 
 
 def _field(value: bytes, name: str) -> str:

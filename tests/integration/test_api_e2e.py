@@ -163,7 +163,10 @@ def jobs_with_reason(dep: Deployment, source: str, reason_id: str) -> list[dict[
 
 
 def terminal_run(dep: Deployment, run_id: str) -> dict[str, Any] | None:
-    run = dep.ok(dep.get(f"/api/v1/runs/{run_id}"))
+    resp = dep.get(f"/api/v1/runs/{run_id}")
+    if resp.status_code == 404:
+        return None  # its job is projected, its first run event not yet (another topic, another partition)
+    run = dep.ok(resp)
     settled = run["jobs_total"] > 0 and run["jobs_done"] == run["jobs_total"]
     return run if run["state"] in ("completed", "cancelled", "error") and settled else None
 

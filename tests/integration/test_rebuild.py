@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from pymongo import MongoClient
 
 from agents.topology import topics
+from cli.rebuild import main
 from projections.mongo_store import active_prefix
-from projections.rebuild_cli import main
 from tests.integration.pipeline_kit import Pipeline, later
 from tests.integration.replay_kit import policy_r2, publish_to, read_models
 from tests.integration.test_pipeline import run_scenario
@@ -50,12 +51,24 @@ async def _rebuild(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, 
 
 
 async def _ends(pipe: Pipeline) -> dict[str, int]:
-    """Records per topic, except `impacts` (the leader's wall-clock ticks keep arriving there)."""
-    counts: dict[str, int] = {}
-    for spec in topics(pipe.prefix, pipe.partitions):
-        logical = spec.name[len(pipe.prefix) :]
-        if logical != "impacts":
-            counts[logical] = len(await pipe.records(logical, timeout=1.0))
+    """End offsets per topic (summed over partitions), except `impacts` (the leader's wall-clock ticks
+    keep arriving there). Offsets, not a read-back: a read that stops at its first empty fetch counted
+    0 on a busy broker."""
+    names = {
+        spec.name: spec.name[len(pipe.prefix) :]
+        for spec in topics(pipe.prefix, pipe.partitions)
+        if spec.name != f"{pipe.prefix}impacts"
+    }
+    consumer = AIOKafkaConsumer(bootstrap_servers=pipe.bootstrap)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(name, p) for name in names for p in range(pipe.partitions)]
+        ends = await consumer.end_offsets(parts)
+    finally:
+        await consumer.stop()
+    counts = dict.fromkeys(names.values(), 0)
+    for tp, end in ends.items():
+        counts[names[tp.topic]] += end
     return counts
 
 

@@ -21,10 +21,11 @@ from streams.resolve import (
     resolve_advisory,
     resolve_policy,
     resolve_recheck,
-    resolve_vex_digest,
     resolve_vex_package,
     split_advisory,
     split_vex,
+    vex_requests,
+    with_image_package,
 )
 from streams.tenants import (
     TenantCatalog,
@@ -56,7 +57,8 @@ class Estate:
                     **meta.get(digest, {}),
                 }
             )
-            out = apply_inventory(None, inv, source=SourcePosition(0, offset), partitions=1)
+            indexed = with_image_package(inv)
+            out = apply_inventory(None, indexed, source=SourcePosition(0, offset), partitions=1)
             for u in out.updates:
                 self.entries[u.package] = apply_index_updates(self.entries.get(u.package), [u])
             assert out.directory is not None
@@ -190,9 +192,8 @@ def _vex(products: list[dict[str, str]], tenant: str | None = None) -> VexStatem
 
 def test_vex_by_purl_with_and_without_version_and_by_digest() -> None:
     estate = Estate(ESTATE)
-    by_pkg, by_digest = split_vex(
-        _vex([{"purl": "pkg:npm/a@2.0.0"}, {"purl": "pkg:npm/z"}, {"image_digest": "sha256:new"}])
-    )
+    statement = _vex([{"purl": "pkg:npm/a@2.0.0"}, {"purl": "pkg:npm/z"}, {"image_digest": "sha256:new"}])
+    by_pkg, _ = split_vex(statement)
     assert [(r.package, r.version) for r in by_pkg] == [("npm/a", "2.0.0"), ("npm/z", None)]
     hits = []
     for r in by_pkg:
@@ -201,8 +202,12 @@ def test_vex_by_purl_with_and_without_version_and_by_digest() -> None:
             for i in resolve_vex_package(r, estate.entries.get(r.package), estate.lookup).impacts
         ]
     assert sorted(hits) == ["sha256:mid", "sha256:old"]
-    refs = list(estate.refs.values())
-    assert [i.image_digest for i in resolve_vex_digest(by_digest[0], refs).impacts] == ["sha256:new"]
+    by_digest = [r for r in vex_requests(statement) if r not in by_pkg]
+    assert [
+        i.image_digest
+        for r in by_digest
+        for i in resolve_vex_package(r, estate.entries.get(r.package), estate.lookup).impacts
+    ] == ["sha256:new"]
 
 
 def test_vex_scoped_to_a_tenant() -> None:

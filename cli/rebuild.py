@@ -1,8 +1,8 @@
 """``stella-sched rebuild``: rebuild the MongoDB read models from offset 0 into new collections, then switch.
 
-docs/architecture.md §6: a rebuild writes new collections (a fresh prefix, ``rb<UTC timestamp>_``) by
-folding every projected topic (``agents.projector.PROJECTED``) from its first offset with the very same
-fold the live projector uses, then flips the active-projection pointer (``MongoStore.switch_to``). The live projector
+docs/architecture.md §6: a rebuild writes new collections (a fresh prefix, ``rb<UTC timestamp>_``) by folding every
+projected topic (``projections.topics.PROJECTED``) from its first offset with the very same fold the live
+projector uses, then flips the active-projection pointer (``MongoStore.switch_to``). The live projector
 notices the pointer within seconds and continues from the rebuild's checkpoints (same group name), so no
 record is lost between the end of the rebuild and the switch.
 
@@ -169,9 +169,9 @@ async def rebuild(
     from pymongo import MongoClient
     from pymongo.errors import PyMongoError
 
-    from agents.projector import PROJECTED, positioned, projector_group
     from projections.mongo_store import MongoStore, active_prefix
     from projections.store import Projector
+    from projections.topics import PROJECTED, positioned, projector_group
 
     client: MongoClient[dict[str, Any]] = MongoClient(
         settings.mongo_url, tz_aware=True, serverSelectionTimeoutMS=10_000
