@@ -16,12 +16,12 @@ from functools import partial
 from typing import Any, cast
 
 import faust
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 from faust.streams import _current_event
 from faust.transport.producer import ProducerBuffer
 from pydantic import BaseModel
 
-from agents import observe
+from agents import observe, stalls
 from agents.settings import Settings
 from agents.shell import Output, end_batch, open_batch, publish
 from agents.topology import topics as topic_specs
@@ -29,6 +29,15 @@ from schemas.codec import Decoded, Rejected, dead_letter, decode, encode
 
 log = logging.getLogger("stella.agents")
 KAFKA_RETRIES = 5
+# The broker refuses these for good: retrying cannot help, so the input is dead-lettered instead.
+TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)
+
+
+class OutputTooLarge(Exception):
+    """An output this stage computed exceeds the record limit; its input is dead-lettered (unpublishable)."""
+
+    def __init__(self, logical: str, size: int, limit: int) -> None:
+        super().__init__(f"output to {logical!r} would be {size} bytes, the record limit is {limit}")
 
 
 def raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
@@ -45,6 +54,8 @@ def raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
 
 async def _resend_after(agent: str, attempt: int, exc: KafkaError) -> None:
     log.warning("%s: broker error %r closing a batch, re-sending (%d)", agent, exc, attempt)
+    if attempt >= 2 or isinstance(exc, TOO_LARGE):
+        stalls.mark(agent, f"broker refuses the batch's outputs: {type(exc).__name__}")
     await asyncio.sleep(min(2**attempt, 10))
 
 
@@ -85,6 +96,10 @@ class Pipeline:
     def out(self, logical: str, key: str | bytes | None, message: BaseModel | bytes) -> Output:
         value = message if isinstance(message, bytes) else encode(message)
         raw_key = key.encode() if isinstance(key, str) else key
+        size = len(value) + len(raw_key or b"")
+        if size > self.settings.max_message_bytes:
+            # Checked before sending: the broker would refuse it for good and the stage would loop.
+            raise OutputTooLarge(logical, size, self.settings.max_message_bytes)
         return Output(self.topics[logical], raw_key, value)
 
     def logical_of(self, event: faust.EventT[Any]) -> str:
@@ -134,6 +149,7 @@ class Pipeline:
             # Never gives up: faust acks the batch's inputs once this loop body returns, so returning (or
             # raising) before the outputs are acked would commit inputs whose effects are lost.
             await batch.close(partial(_resend_after, agent))
+            stalls.clear(agent)
             observe.batch(agent, len(events))
 
     async def _handle(
@@ -143,8 +159,14 @@ class Pipeline:
             try:
                 await handle(event)
                 observe.folded(agent)
+                stalls.clear(agent)
+                break
+            except (OutputTooLarge, *TOO_LARGE) as exc:
+                reason = f"{agent}: {type(exc).__name__}: {exc}"
+                await self.reject(event, Rejected(self.logical_of(event), "unpublishable", reason, ""))
                 break
             except KafkaError as exc:
+                stalls.mark(agent, f"broker error {type(exc).__name__} ({attempt}/{KAFKA_RETRIES})")
                 if attempt == KAFKA_RETRIES:
                     raise  # let faust's supervisor restart the agent; the input is not committed
                 log.warning("%s: broker error %r, retrying (%d/%d)", agent, exc, attempt, KAFKA_RETRIES)
@@ -166,7 +188,14 @@ class Pipeline:
         # The record's own timestamp, not the wall clock: a replay dead-letters identically.
         at = datetime.fromtimestamp(message.timestamp or 0, UTC)
         letter = dead_letter(
-            rejected, message.topic, message.partition, message.offset, event.key, event.value, at
+            rejected,
+            message.topic,
+            message.partition,
+            message.offset,
+            event.key,
+            event.value,
+            at,
+            self.settings.max_message_bytes,
         )
         await publish([self.out("deadletter", message.topic, letter)])
         log.warning(

@@ -21,6 +21,7 @@ from ingest.openvex import parse_openvex
 from ingest.osv import parse_osv
 from ingest.result import IngestError, IngestResult
 from ingest.sbom import parse_cyclonedx_sbom, parse_spdx_sbom
+from schemas.digest import digest_problems
 from schemas.messages import PolicyChange, Recheck, RuntimeEvent
 
 KINDS = ("sbom", "osv", "vex", "policy", "runtime", "recheck")
@@ -75,9 +76,14 @@ def parse_model_document(kind: str, data: bytes, source: str) -> IngestResult[An
             )
             continue
         try:
-            messages.append(model.model_validate(item))
+            message = model.model_validate(item)
         except ValidationError as exc:
             errors.extend(validation_errors(exc, source, prefix))
+            continue
+        bad = digest_problems(message)
+        errors.extend(IngestError(source, f"{prefix}.{f}" if prefix else f, p) for f, p in bad)
+        if not bad:
+            messages.append(message)
     return IngestResult(
         messages=messages,
         errors=errors,

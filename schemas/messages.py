@@ -356,6 +356,16 @@ class SlaBreach(Model):
     attempts: list[Attempt] = []
 
 
+class OriginalRef(Model):
+    """A dead-lettered record kept by reference: it stays at its source position; these identify it."""
+
+    value_size: int
+    value_sha256: str
+    value_head_b64: str = Field(description="the first bytes of the value, base64")
+    key_size: int = 0
+    key_sha256: str | None = None
+
+
 class DeadLetter(Model):
     """A message the scheduler could not use, with everything needed to replay it. Key: source topic."""
 
@@ -365,8 +375,16 @@ class DeadLetter(Model):
     offset: int
     key_b64: str | None = None
     value_b64: str | None = None
+    original: OriginalRef | None = Field(
+        None,
+        description="set when the original was too large to copy (value_b64 is then null): what identifies "
+        "it at source_topic / partition / offset",
+    )
     expected_schema: str = ""
-    reason: str = Field(description="short code: decode, validate, oversized, schema-unknown, job-failed")
+    reason: str = Field(
+        description="short code: decode, validate, oversized, schema-unknown, processing-error, job-failed, "
+        "unpublishable"
+    )
     error: str
     at: Timestamp
     job: JobCommand | None = None
