@@ -109,6 +109,13 @@ class Runtime:
 
     async def produce(self, records: list[tuple[str, str, bytes | None, bytes | None]]) -> list[Produced]:
         """``(logical topic, real topic, key, value)`` records, acknowledged by every in-sync replica."""
+        limit = self.settings.max_message_bytes
+        for logical, _, key, value in records:
+            size = len(key or b"") + len(value or b"")
+            if size > limit:
+                # Refused here: the broker would refuse it anyway, and a retry would not help (413, not 503).
+                message = f"the {logical} message would be {size} bytes; the record limit is {limit}"
+                raise ApiError(413, "payload_too_large", message)
         if not self.publisher_started:
             raise ApiError(503, "unavailable", "Kafka is not connected yet", {"Retry-After": "2"})
         try:
@@ -128,6 +135,13 @@ class Runtime:
         for pos in positions:
             if pos.topic not in known:
                 raise ApiError(422, "invalid_min_position", f"unknown topic {pos.topic!r}")
+            if pos.partition >= self.settings.partitions:
+                # Refused at once: waiting could never succeed.
+                raise ApiError(
+                    422,
+                    "invalid_min_position",
+                    f"{pos.topic} has partitions 0-{self.settings.partitions - 1}, not {pos.partition}",
+                )
         if not positions:
             return
         group = self.config.projector_group
@@ -243,7 +257,11 @@ def create_app(settings: Settings, deps: ApiDeps | None = None, config: ApiConfi
     app.include_router(routes_read.router)
     app.include_router(routes_write.router)
     app.include_router(routes_feeds.router)
-    # Outermost last: metrics see every answer, including the body limit's 413.
+    # Outermost last: metrics see every answer, including the body limit's 413; the edge (authenticate
+    # writes, then strict JSON) reads bodies only within the limit.
+    from controlplane.guards import EdgeMiddleware
+
+    app.add_middleware(EdgeMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=rt.config.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=rt.metrics)
     return app

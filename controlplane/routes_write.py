@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Body, Header, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from controlplane.backends import Produced
@@ -24,6 +24,7 @@ from projections.fold import IMAGES, JOBS, TERMINAL_RUN_STATES, Document, image_
 from projections.store import MAX_PAGE, After, ProjectionStore
 from schemas.canonical import dumps
 from schemas.codec import encode
+from schemas.digest import digest_problems
 from schemas.messages import (
     AdvisoryDelta,
     Inventory,
@@ -61,7 +62,7 @@ class CancelRequest(Strict):
 
 class RetryRequest(Strict):
     reason: str = Field("", max_length=2000)
-    only_unfinished: bool = True
+    only_unfinished: StrictBool = True
     priority: PriorityClass | None = None
 
 
@@ -77,6 +78,15 @@ class PreviewRequest(Strict):
     advisories: list[dict[str, Any]] = Field(default=[], max_length=5000, description="OSV records")
     vex: list[dict[str, Any]] = Field(default=[], max_length=500, description="VEX documents")
     window_seconds: int = Field(30, ge=1, le=86_400)
+
+
+def refuse_bad_digests(message: BaseModel) -> None:
+    """422 naming every image digest that breaks the rule (schemas.digest, the one definition)."""
+    bad = digest_problems(message)
+    if bad:
+        field, problem = bad[0]
+        details = [{"field": f, "message": p} for f, p in bad[:20]]
+        raise ApiError(422, "validation_error", f"{field}: {problem}", details=details)
 
 
 def written(produced: Produced, **extra: Any) -> dict[str, Any]:
@@ -245,6 +255,7 @@ async def post_recheck(
 ) -> dict[str, Any]:
     """Produce a Recheck (key: tenant). Its id hashes the tenant, the body and the Idempotency-Key."""
     tenant = principal.tenant
+    refuse_bad_digests(body)
     request = body.model_dump(mode="json")
     recheck_id = content_id("recheck", tenant, request, idempotency_key or "")
 
@@ -283,6 +294,7 @@ async def post_runtime_event(
             f"{where}: {errors[0]['msg']}",
             details=[{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in errors[:20]],
         ) from None
+    refuse_bad_digests(event)
     (produced,) = await rt.produce(
         [("runtime", rt.topic("runtime"), event.image_digest.encode(), encode(event))]
     )
