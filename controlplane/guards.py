@@ -69,7 +69,13 @@ class EdgeMiddleware:
         chunks: list[bytes] = []
         more = True
         while more:
-            message = await receive()
+            try:
+                message = await receive()
+            except ApiError as exc:  # the body limit stops a streamed body here (413)
+                await error_response(exc.status_code, exc.code, exc.message, exc.headers)(
+                    scope, receive, send
+                )
+                return
             if message["type"] != "http.request":
                 await self.app(scope, receive, send)  # disconnected: let the app see it
                 return

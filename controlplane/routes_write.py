@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from controlplane.backends import Produced
 from controlplane.deps import Manager, Reader, RuntimeDep, Writer
 from controlplane.errors import ApiError
+from controlplane.idempotency import once
 from controlplane.routes_read import _run, owned_deadletter
 from controlplane.views import public
 from ingest.detect import parse_file
@@ -100,18 +101,9 @@ def content_id(*parts: Any) -> str:
 async def idempotent(
     rt: RuntimeDep, tenant: str, route: str, key: str | None, fingerprint: str, make: Any
 ) -> dict[str, Any]:
-    """Run ``make()`` once per (tenant, route, Idempotency-Key); a repeat with the same body answers the
-    first response again, a repeat with another body is a conflict."""
-    if key:
-        seen = rt.idempotency.get(tenant, route, key)
-        if seen is not None:
-            if seen[0] != fingerprint:
-                raise ApiError(409, "idempotency_conflict", "Idempotency-Key was used with another request")
-            return {**seen[1], "replayed": True}
-    response: dict[str, Any] = await make()
-    if key:
-        rt.idempotency.put(tenant, route, key, fingerprint, response)
-    return response
+    """Run ``make()`` once per (tenant, route, Idempotency-Key), concurrent repeats included
+    (``controlplane.idempotency``); a repeat with another body is a conflict."""
+    return await once(rt.idempotency, tenant, route, key, fingerprint, make)
 
 
 # ---------------------------------------------------------------- impact preview
