@@ -38,6 +38,7 @@ log = logging.getLogger("controlplane")
 
 T = TypeVar("T")
 API_PREFIX = "/api/v1"
+RETRY_DB = {"Retry-After": "2"}
 
 
 def utcnow() -> datetime:
@@ -101,11 +102,18 @@ class Runtime:
         def call() -> T:
             return fn(self.read_models.store())
 
+        bound = self.config.db_timeout_seconds
         try:
-            return await run_in_threadpool(call)
+            # The thread itself is bounded by the client's timeouts (MongoReadModels); this bounds the wait.
+            return await asyncio.wait_for(run_in_threadpool(call), bound)
+        except TimeoutError:
+            log.warning("read model did not answer within %gs", bound)
+            raise ApiError(
+                503, "unavailable", f"the read-model database did not answer within {bound:g}s", RETRY_DB
+            ) from None
         except PyMongoError as exc:
             log.warning("read model unavailable: %s", type(exc).__name__)
-            raise ApiError(503, "unavailable", "the read-model database is unavailable") from None
+            raise ApiError(503, "unavailable", "the read-model database is unavailable", RETRY_DB) from None
 
     async def produce(self, records: list[tuple[str, str, bytes | None, bytes | None]]) -> list[Produced]:
         """``(logical topic, real topic, key, value)`` records, acknowledged by every in-sync replica."""
@@ -206,7 +214,9 @@ def build_runtime(settings: Settings, deps: ApiDeps | None, config: ApiConfig | 
     publisher = deps.publisher or KafkaPublisher(
         settings.kafka_bootstrap, max_request_bytes=max(settings.max_message_bytes * 2, 1_048_576)
     )
-    read_models = deps.read_models or MongoReadModels(settings.mongo_url, settings.mongo_db)
+    read_models = deps.read_models or MongoReadModels(
+        settings.mongo_url, settings.mongo_db, timeout_ms=max(1, int(config.db_timeout_seconds * 1000))
+    )
     access = deps.access or AccessControl(config.tokens_path, config.webhook_secret)
     return Runtime(
         settings=settings,
