@@ -190,3 +190,41 @@ def test_the_policy_cursor_shows_plain_keys_and_only_the_callers_entries() -> No
     }
     assert "globex" not in json.dumps(cursor_view(doc, "acme"))
     assert cursor_view(doc, "initech")["partitions"] == {}
+
+
+# ---------------------------------------------------------------- #10 webhooks
+
+
+def test_webhook_replays_are_refused_and_failed_signatures_rate_limited(tmp_path: Path) -> None:
+    from controlplane.auth import sign_body
+
+    path = tmp_path / "access.json"
+    webhooks = [{"source": "osv", "secret": "s3", "kinds": ["advisories"]}]
+    path.write_text(json.dumps({"tokens": [], "webhooks": webhooks}))
+    deps = ApiDeps(publisher=MemoryPublisher(), read_models=MemoryReadModels(), clock=lambda: T0)
+    app = create_app(Settings(topic_prefix="wh."), deps, ApiConfig(tokens_path=str(path), feed_burst=50))
+    url = "/api/v1/feeds/advisories"
+    body = b"{}"
+    with TestClient(app, raise_server_exceptions=False) as client:
+        signed = {"X-Stella-Signature": sign_body(b"s3", body, "advisories", T0.timestamp(), "nonce-0001")}
+        first = client.post(url, content=body, headers=signed)
+        assert first.status_code == 422  # signature accepted; "{}" holds no advisory
+        replay = client.post(url, content=body, headers=signed)
+        assert replay.status_code == 401
+        assert "already received" in error_of(replay)["message"]
+        old = {
+            "X-Stella-Signature": sign_body(b"s3", body, "advisories", T0.timestamp() - 3600, "nonce-0002")
+        }
+        stale = client.post(url, content=body, headers=old)
+        assert stale.status_code == 401
+        assert "window" in error_of(stale)["message"]
+        statuses = [
+            client.post(
+                url, content=body, headers={"X-Stella-Signature": f"t=1,n=guess-{i:04},sha256={'0' * 64}"}
+            )
+            for i in range(15)
+        ]
+        limited = [r for r in statuses if r.status_code == 429]
+        assert limited
+        assert int(limited[0].headers["Retry-After"]) >= 1
+        assert {r.status_code for r in statuses} <= {401, 429}
