@@ -156,3 +156,38 @@ def test_deadletter_list_show_replay(
     replayed = asyncio.run(read_all(kafka_bootstrap, f"{prefix}advisories", expect=1))
     assert [(r.key, r.value) for r in replayed] == [(b"X", original)]
     assert main(["deadletter", "show", "9:9", *kafka]) == 1
+
+
+def test_a_message_the_broker_refuses_is_reported_per_file_and_the_run_goes_on(
+    kafka_bootstrap: str,
+    prefix: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 14 #8: a 2.9 MB inventory message made the real run die with a traceback after sending some
+    files and print no summary. With the default limit --dry-run refuses it; with a limit raised past the
+    broker's, the real run reports the refused file, sends the others and prints the summary."""
+    from tests.unit.test_cli_publish_limits import sbom
+
+    asyncio.run(create_topics(kafka_bootstrap, prefix, partitions=2))
+    folder = tmp_path / "sboms"
+    folder.mkdir()
+    (folder / "a.json").write_bytes(sbom(3, "a"))
+    (folder / "b-big.json").write_bytes(sbom(40_000, "b"))
+    (folder / "c.json").write_bytes(sbom(3, "c"))
+    argv = ["publish", "sbom", "--tenant", "acme", "--bootstrap", kafka_bootstrap, "--topic-prefix", prefix]
+
+    assert main([*argv, "--dry-run", "--json", "--quiet", str(folder)]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert [Path(r["source"]).name for r in report["rejected"]] == ["b-big.json"]
+
+    monkeypatch.setenv("STELLA_MAX_MESSAGE_BYTES", str(8 * 1024 * 1024))  # past the broker's own limit
+    assert main([*argv, "--quiet", str(folder)]) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert "messages sent: 2" in captured.out
+    assert "not sent (broker refused): 1" in captured.out
+    assert "b-big.json: $: not acknowledged: MessageSizeTooLargeError" in captured.out
+    inventory = asyncio.run(read_all(kafka_bootstrap, f"{prefix}inventory", expect=2))
+    assert sorted(json.loads(r.value)["image_digest"][7:8] for r in inventory) == ["a", "c"]
