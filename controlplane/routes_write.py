@@ -400,6 +400,15 @@ async def replay_deadletter(
         raise ApiError(409, "conflict", f"source topic {source!r} is not one of the scheduler's topics")
     key, value = _b64(doc.get("key_b64"), "key"), _b64(doc.get("value_b64"), "value")
     if value is None:
+        original = doc.get("original")
+        if isinstance(original, dict):
+            raise ApiError(
+                409,
+                "conflict",
+                f"the original ({original.get('value_size')} bytes, sha256 {original.get('value_sha256')}) was "
+                f"too large to copy into the dead letter; it is at {source} "
+                f"{doc.get('partition')}@{doc.get('offset')}: replay it with `stella-sched deadletter replay`",
+            )
         raise ApiError(409, "conflict", "the dead letter carries no original value to replay")
     logical = topic[len(rt.settings.topic_prefix) :]
     (produced,) = await rt.produce([(logical, topic, key, value)])

@@ -191,3 +191,33 @@ def test_a_message_the_broker_refuses_is_reported_per_file_and_the_run_goes_on(
     assert "b-big.json: $: not acknowledged: MessageSizeTooLargeError" in captured.out
     inventory = asyncio.run(read_all(kafka_bootstrap, f"{prefix}inventory", expect=2))
     assert sorted(json.loads(r.value)["image_digest"][7:8] for r in inventory) == ["a", "c"]
+
+
+def test_a_dead_letter_kept_by_reference_replays_the_original_from_its_position(
+    kafka_bootstrap: str, prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 14 #3: a record too large to copy into its dead letter is replayed from its source position
+    (checked against the recorded sha256); before, the replay would have produced a null value."""
+    from datetime import UTC, datetime
+
+    from schemas.codec import Rejected, dead_letter, encode
+
+    asyncio.run(create_topics(kafka_bootstrap, prefix, partitions=2))
+    original = b'{"schema": "scheduler.advisory@1", "id": "BIG", "summary": "' + b"x" * 900_000 + b'"}'
+    source = f"{prefix}advisories"
+    asyncio.run(produce(kafka_bootstrap, source, [(b"BIG", original)]))
+    (stored,) = asyncio.run(read_all(kafka_bootstrap, source, expect=1))
+    rejected = Rejected("advisories", "oversized", "too large", "scheduler.advisory@1")
+    at = datetime(2025, 1, 1, tzinfo=UTC)
+    letter = dead_letter(rejected, source, stored.partition, stored.offset, b"BIG", original, at)
+    assert letter.value_b64 is None
+    assert letter.original is not None
+    asyncio.run(produce(kafka_bootstrap, f"{prefix}deadletter", [(b"advisories", encode(letter))]))
+    kafka = ["--bootstrap", kafka_bootstrap, "--topic-prefix", prefix]
+
+    assert main(["deadletter", "list", *kafka, "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert main(["deadletter", "replay", row["position"], "--yes", *kafka]) == 0
+    capsys.readouterr()
+    records = asyncio.run(read_all(kafka_bootstrap, source, expect=2))
+    assert [(r.key, r.value) for r in records] == [(b"BIG", original), (b"BIG", original)]

@@ -228,3 +228,32 @@ def test_webhook_replays_are_refused_and_failed_signatures_rate_limited(tmp_path
         assert limited
         assert int(limited[0].headers["Retry-After"]) >= 1
         assert {r.status_code for r in statuses} <= {401, 429}
+
+
+# ---------------------------------------------------------------- #13 a job's run
+
+
+def test_a_run_named_by_a_job_is_never_404_only_not_caught_up(tmp_path: Path) -> None:
+    from projections.fold import JOBS, DocUpdate
+    from projections.store import MemoryStore
+
+    path = tmp_path / "access.json"
+    tokens = [
+        {"token_sha256": token_hash("tok-all"), "tenant": "acme", "scopes": SCOPES, "name": "a"},
+        {"token_sha256": token_hash("tok-g"), "tenant": "globex", "scopes": SCOPES, "name": "g"},
+    ]
+    path.write_text(json.dumps({"tokens": tokens}))
+    store = MemoryStore()
+    job = {"tenant": "acme", "run_id": "run-1", "image_digest": DIGEST, "status": "queued"}
+    store.apply_documents([DocUpdate(JOBS, "job-1", "x.jobs:0", 0, set=job)])
+    deps = ApiDeps(publisher=MemoryPublisher(), read_models=MemoryReadModels(store), clock=lambda: T0)
+    app = create_app(Settings(topic_prefix="r."), deps, ApiConfig(tokens_path=str(path)))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        lagging = client.get("/api/v1/runs/run-1", headers=AUTH)
+        assert lagging.status_code == 503
+        assert error_of(lagging)["code"] == "not_caught_up"
+        assert lagging.headers["Retry-After"] == "1"
+        assert client.get("/api/v1/runs/run-2", headers=AUTH).status_code == 404
+        # another tenant learns nothing: its answer is the plain 404
+        other = client.get("/api/v1/runs/run-1", headers={"Authorization": "Bearer tok-g"})
+        assert other.status_code == 404
