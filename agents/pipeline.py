@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from agents import observe, stalls
 from agents.settings import Settings
-from agents.shell import Output, end_batch, open_batch, publish
+from agents.shell import Output, end_batch, open_batch, publish, withhold_acks
 from agents.topology import topics as topic_specs
 from schemas.codec import Decoded, Rejected, dead_letter, decode, encode
 
@@ -130,25 +130,38 @@ class Pipeline:
         and writes through `agents.shell` (read / write / apply_guarded / publish)."""
         if not batched:
             async for event in stream.events():
-                await self._handle(agent, handle, event)
+                handled = False
+                try:
+                    await self._handle(agent, handle, event)
+                    handled = True
+                finally:
+                    if not handled:  # faust acks it in a finally around its yield: keep it uncommitted
+                        withhold_acks([event])
             return
         within = max(self.settings.batch_wait_ms, 1) / 1000
         # take_events: on faust's Stream, not on its StreamT protocol
         batches = cast("faust.Stream[Any]", stream).take_events(self.settings.batch_max, within=within)
         async for events in batches:
-            batch, token = open_batch()
+            closed = False
             try:
-                for event in events:
-                    current = _current_event.set(weakref.ref(event))
-                    try:
-                        await self._handle(agent, handle, event)
-                    finally:
-                        _current_event.reset(current)
+                batch, token = open_batch()
+                try:
+                    for event in events:
+                        current = _current_event.set(weakref.ref(event))
+                        try:
+                            await self._handle(agent, handle, event)
+                        finally:
+                            _current_event.reset(current)
+                finally:
+                    end_batch(token)
+                # Never gives up: faust acks the batch's inputs once this loop body returns.
+                await batch.close(partial(_resend_after, agent))
+                closed = True
             finally:
-                end_batch(token)
-            # Never gives up: faust acks the batch's inputs once this loop body returns, so returning (or
-            # raising) before the outputs are acked would commit inputs whose effects are lost.
-            await batch.close(partial(_resend_after, agent))
+                if not closed:
+                    # Raised or cancelled (SIGTERM) before the outputs were acked: faust would ack the
+                    # batch anyway while closing take_events; keep these inputs uncommitted instead.
+                    withhold_acks(events)
             stalls.clear(agent)
             observe.batch(agent, len(events))
 
