@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -130,40 +130,60 @@ class Pipeline:
         and writes through `agents.shell` (read / write / apply_guarded / publish)."""
         if not batched:
             async for event in stream.events():
-                handled = False
-                try:
-                    await self._handle(agent, handle, event)
-                    handled = True
-                finally:
-                    if not handled:  # faust acks it in a finally around its yield: keep it uncommitted
-                        withhold_acks([event])
+                await self._until_done(agent, [event], partial(self._handle, agent, handle, event))
+                stalls.clear(agent)
             return
         within = max(self.settings.batch_wait_ms, 1) / 1000
         # take_events: on faust's Stream, not on its StreamT protocol
         batches = cast("faust.Stream[Any]", stream).take_events(self.settings.batch_max, within=within)
         async for events in batches:
-            closed = False
-            try:
-                batch, token = open_batch()
-                try:
-                    for event in events:
-                        current = _current_event.set(weakref.ref(event))
-                        try:
-                            await self._handle(agent, handle, event)
-                        finally:
-                            _current_event.reset(current)
-                finally:
-                    end_batch(token)
-                # Never gives up: faust acks the batch's inputs once this loop body returns.
-                await batch.close(partial(_resend_after, agent))
-                closed = True
-            finally:
-                if not closed:
-                    # Raised or cancelled (SIGTERM) before the outputs were acked: faust would ack the
-                    # batch anyway while closing take_events; keep these inputs uncommitted instead.
-                    withhold_acks(events)
+            await self._until_done(agent, events, partial(self._batch, agent, handle, events))
             stalls.clear(agent)
             observe.batch(agent, len(events))
+
+    async def _batch(
+        self, agent: str, handle: Callable[[faust.EventT[Any]], Awaitable[None]], events: Sequence[Any]
+    ) -> None:
+        batch, token = open_batch()
+        try:
+            for event in events:
+                current = _current_event.set(weakref.ref(event))
+                try:
+                    await self._handle(agent, handle, event)
+                finally:
+                    _current_event.reset(current)
+        finally:
+            end_batch(token)
+        # Never gives up: faust acks the batch's inputs once the loop body returns.
+        await batch.close(partial(_resend_after, agent))
+
+    async def _until_done(
+        self, agent: str, events: Sequence[Any], work: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Run ``work`` (handle these events and get their outputs acked) until it succeeds.
+
+        faust acks the events in a ``finally`` around its ``yield`` (Stream.take_events and the event
+        iterator), so an exception or a cancellation leaving this loop body would commit inputs whose
+        outputs were never published. A failure is therefore retried in place (handlers are idempotent:
+        guarded tables are written only after the acks) with the agent reported stalled; a cancellation
+        (SIGTERM) withholds the events' acks so nothing past them is committed."""
+        attempt = 0
+        while True:
+            try:
+                await work()
+                return
+            except asyncio.CancelledError:
+                withhold_acks(events)
+                raise
+            except Exception as exc:
+                attempt += 1
+                log.exception("%s: failed to finish %d record(s), retrying (%d)", agent, len(events), attempt)
+                stalls.mark(agent, f"{type(exc).__name__} while finishing its input; retrying")
+                try:
+                    await asyncio.sleep(min(2**attempt, 10))
+                except asyncio.CancelledError:
+                    withhold_acks(events)
+                    raise
 
     async def _handle(
         self, agent: str, handle: Callable[[faust.EventT[Any]], Awaitable[None]], event: faust.EventT[Any]
@@ -172,7 +192,6 @@ class Pipeline:
             try:
                 await handle(event)
                 observe.folded(agent)
-                stalls.clear(agent)
                 break
             except (OutputTooLarge, *TOO_LARGE) as exc:
                 reason = f"{agent}: {type(exc).__name__}: {exc}"
@@ -181,7 +200,7 @@ class Pipeline:
             except KafkaError as exc:
                 stalls.mark(agent, f"broker error {type(exc).__name__} ({attempt}/{KAFKA_RETRIES})")
                 if attempt == KAFKA_RETRIES:
-                    raise  # let faust's supervisor restart the agent; the input is not committed
+                    raise  # Pipeline._until_done retries the record (or its batch); nothing is committed
                 log.warning("%s: broker error %r, retrying (%d/%d)", agent, exc, attempt, KAFKA_RETRIES)
                 await asyncio.sleep(min(2**attempt, 10))
             except Exception as exc:

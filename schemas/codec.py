@@ -173,9 +173,13 @@ HEAD_BYTES = 1024
 MAX_INLINE_KEY = 4096
 
 
+def _overhead(max_bytes: int) -> int:
+    return min(DEAD_LETTER_OVERHEAD, max_bytes // 4)
+
+
 def inline_budget(max_bytes: int) -> int:
     """How many original bytes a dead letter may copy (as base64, 4/3 larger) and still fit ``max_bytes``."""
-    return max(0, (max_bytes - DEAD_LETTER_OVERHEAD) // 4 * 3)
+    return max(0, (max_bytes - _overhead(max_bytes)) // 4 * 3)
 
 
 def _reference(key: bytes | None, value: bytes | None) -> OriginalRef:
@@ -205,8 +209,9 @@ def dead_letter(
     size = len(key or b"") + len(value or b"")
     by_reference = size > inline_budget(max_bytes)
     error = rejected.message or rejected.reason
-    if len(error) > MAX_ERROR_CHARS:
-        error = error[:MAX_ERROR_CHARS] + f"… ({len(error)} characters)"
+    shown = min(MAX_ERROR_CHARS, _overhead(max_bytes) // 8)
+    if len(error) > shown:
+        error = error[:shown] + f"… ({len(error)} characters)"
     return DeadLetter.model_validate(
         {
             "source_topic": topic,

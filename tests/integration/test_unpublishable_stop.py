@@ -8,10 +8,13 @@ The broker is made to refuse the signer's outputs for real: ``events.signed`` ge
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import time
 from datetime import UTC, datetime
 
 import httpx
+import orjson
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -112,5 +115,46 @@ async def test_a_stage_that_cannot_publish_never_commits_past_its_input(deployme
         signed = await pipe.records("events.signed", expect=RESULTS, timeout=240)
         subjects = {r.key.decode().split("/", 1)[1] for r in signed}
         assert subjects == {r.image_digest for r in results()}
+    finally:
+        pipe.stop()
+
+
+async def test_an_output_over_the_record_limit_dead_letters_its_input_and_the_stage_goes_on(
+    deployment: Deployment,
+) -> None:
+    """Issue 14 #2: one input whose signed envelope exceeded the record limit stopped signing for every
+    tenant (retried every 10 s, forever). Now that input is dead-lettered as ``unpublishable`` and the
+    others are signed."""
+    pipe = deployment()
+    await pipe.start(workers=0)
+    small = results()[:3]
+    big = JobResult(
+        job_id="job-big",
+        run_id="run-big",
+        tenant="globex",
+        image_digest=digest(999),
+        priority="normal",
+        status="failed",
+        finished_at=T0,
+        error="x" * 2500,
+    )
+    assert len(encode(big)) < 4000  # the input fits the limit; its envelope (base64 + statement) does not
+    records = [(r.image_digest.encode(), encode(r)) for r in [small[0], big, *small[1:]]]
+    await produce(pipe.bootstrap, f"{pipe.prefix}job-results", records)
+    try:
+        pipe.add_worker({"STELLA_MAX_MESSAGE_BYTES": "4000"})
+        signed = await pipe.records("events.signed", expect=len(small), timeout=240)
+        assert {r.key.decode().split("/", 1)[1] for r in signed} == {r.image_digest for r in small}
+        letters = await pipe.records("deadletter", expect=1, timeout=240)
+        unpublishable = [orjson.loads(r.value) for r in letters if b"unpublishable" in r.value]
+        assert len(unpublishable) == 1
+        letter = unpublishable[0]
+        assert letter["source_topic"] == f"{pipe.prefix}job-results"
+        assert "events.signed" in letter["error"]
+        assert "record limit is 4000" in letter["error"]
+        # 4000 bytes is too small to copy a 3 KB original: it is kept by reference, its position intact
+        assert letter["original"]["value_size"] == len(encode(big))
+        assert letter["original"]["value_sha256"] == hashlib.sha256(encode(big)).hexdigest()
+        assert base64.b64decode(letter["original"]["value_head_b64"]).startswith(b'{"attempts":')
     finally:
         pipe.stop()

@@ -37,6 +37,12 @@ def letter_size(
     return len(encoded) + len(b"p.inventory"), letter
 
 
+def test_a_small_limit_still_fits() -> None:
+    for size in (0, 100, 1000, 3000, 10_000):
+        total, _ = letter_size(size, 4000)
+        assert total <= 4000, size
+
+
 def test_records_between_three_quarters_and_one_mib_are_kept_by_reference() -> None:
     # 0.78-1 MiB: the base64 copy alone would exceed the limit (the defect); now the letter is small.
     for size in (int(0.70 * MIB), int(0.78 * MIB), int(0.9 * MIB), MIB, 3 * MIB):
@@ -140,4 +146,44 @@ async def test_a_broker_that_keeps_refusing_is_an_alert_not_a_silent_loop() -> N
     assert seen
     assert seen[0][0] is False
     assert "signer" in seen[0][1]
+    stalls.clear("signer")  # what Pipeline.run does once the record's outputs are acked
     assert await stalls.readiness() == (True, "publishing")
+
+
+async def test_a_failure_finishing_input_is_retried_and_a_cancel_withholds_the_acks() -> None:
+    import agents.pipeline as pipeline_module
+
+    pipe, _ = pipeline()
+    calls = 0
+
+    async def flaky() -> None:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise RuntimeError("changelog topic not there yet")
+
+    real_sleep = pipeline_module.asyncio.sleep
+
+    async def no_wait(_: float) -> None:
+        await real_sleep(0)
+
+    pipeline_module.asyncio.sleep = no_wait  # type: ignore[assignment]
+    try:
+        events = [Event(b"{}"), Event(b"{}")]
+        await pipe._until_done("runs", events, flaky)
+        assert calls == 3
+        assert not any(e.message.__dict__.get("acked") for e in events)
+
+        async def forever() -> None:
+            await real_sleep(3600)
+
+        task = asyncio.create_task(pipe._until_done("runs", events, forever))
+        await real_sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # faust's finally-ack is now a no-op: the offsets are never committed by this process
+        assert all(e.message.acked for e in events)
+    finally:
+        pipeline_module.asyncio.sleep = real_sleep
+        stalls.clear("runs")
