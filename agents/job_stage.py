@@ -21,7 +21,7 @@ import faust
 
 from agents import observe
 from agents.executors import Executor, Ok, attempt_of, execute_with_timeout
-from agents.pipeline import Pipeline
+from agents.pipeline import OutputTooLarge, Pipeline
 from agents.shell import Output, apply_guarded, publish
 from schemas.canonical import dumps
 from schemas.codec import dead_letter
@@ -147,7 +147,14 @@ class Runner:
                 attempts=attempts,
                 finished_at=at,
             )
-            await publish(result_outputs(pipe, result))
+            try:
+                outputs = result_outputs(pipe, result)
+            except OutputTooLarge as exc:
+                # A result that can never be published would leave the job queued and re-run forever:
+                # it fails for good (its failed result carries no findings, so it fits) and is dead-lettered.
+                await self._give_up(job, attempts, GiveUp("permanent-error", str(exc)), at, previous)
+                return None
+            await publish(outputs)
             return None
         decision = next_attempt(job, attempts, at, self.policy)
         if isinstance(decision, GiveUp):

@@ -48,6 +48,11 @@ def batch(agent: str, records: int) -> None:
 
 
 @_safe
+def publish_stalled(agent: str, stalled: bool) -> None:
+    _m().set_publish_stalled(agent, stalled)
+
+
+@_safe
 def duplicate(agent: str) -> None:
     _m().record_duplicate(agent)
 

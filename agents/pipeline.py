@@ -9,26 +9,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, cast
 
 import faust
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 from faust.streams import _current_event
 from faust.transport.producer import ProducerBuffer
 from pydantic import BaseModel
 
-from agents import observe
+from agents import observe, stalls
 from agents.settings import Settings
-from agents.shell import Output, end_batch, open_batch, publish
+from agents.shell import Output, end_batch, open_batch, publish, withhold_acks
 from agents.topology import topics as topic_specs
 from schemas.codec import Decoded, Rejected, dead_letter, decode, encode
 
 log = logging.getLogger("stella.agents")
 KAFKA_RETRIES = 5
+# The broker refuses these for good: retrying cannot help, so the input is dead-lettered instead.
+TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)
+
+
+class OutputTooLarge(Exception):
+    """An output this stage computed exceeds the record limit; its input is dead-lettered (unpublishable)."""
+
+    def __init__(self, logical: str, size: int, limit: int) -> None:
+        super().__init__(f"output to {logical!r} would be {size} bytes, the record limit is {limit}")
 
 
 def raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
@@ -45,6 +54,8 @@ def raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
 
 async def _resend_after(agent: str, attempt: int, exc: KafkaError) -> None:
     log.warning("%s: broker error %r closing a batch, re-sending (%d)", agent, exc, attempt)
+    if attempt >= 2 or isinstance(exc, TOO_LARGE):
+        stalls.mark(agent, f"broker refuses the batch's outputs: {type(exc).__name__}")
     await asyncio.sleep(min(2**attempt, 10))
 
 
@@ -85,6 +96,10 @@ class Pipeline:
     def out(self, logical: str, key: str | bytes | None, message: BaseModel | bytes) -> Output:
         value = message if isinstance(message, bytes) else encode(message)
         raw_key = key.encode() if isinstance(key, str) else key
+        size = len(value) + len(raw_key or b"")
+        if size > self.settings.max_message_bytes:
+            # Checked before sending: the broker would refuse it for good and the stage would loop.
+            raise OutputTooLarge(logical, size, self.settings.max_message_bytes)
         return Output(self.topics[logical], raw_key, value)
 
     def logical_of(self, event: faust.EventT[Any]) -> str:
@@ -115,26 +130,60 @@ class Pipeline:
         and writes through `agents.shell` (read / write / apply_guarded / publish)."""
         if not batched:
             async for event in stream.events():
-                await self._handle(agent, handle, event)
+                await self._until_done(agent, [event], partial(self._handle, agent, handle, event))
+                stalls.clear(agent)
             return
         within = max(self.settings.batch_wait_ms, 1) / 1000
         # take_events: on faust's Stream, not on its StreamT protocol
         batches = cast("faust.Stream[Any]", stream).take_events(self.settings.batch_max, within=within)
         async for events in batches:
-            batch, token = open_batch()
-            try:
-                for event in events:
-                    current = _current_event.set(weakref.ref(event))
-                    try:
-                        await self._handle(agent, handle, event)
-                    finally:
-                        _current_event.reset(current)
-            finally:
-                end_batch(token)
-            # Never gives up: faust acks the batch's inputs once this loop body returns, so returning (or
-            # raising) before the outputs are acked would commit inputs whose effects are lost.
-            await batch.close(partial(_resend_after, agent))
+            await self._until_done(agent, events, partial(self._batch, agent, handle, events))
+            stalls.clear(agent)
             observe.batch(agent, len(events))
+
+    async def _batch(
+        self, agent: str, handle: Callable[[faust.EventT[Any]], Awaitable[None]], events: Sequence[Any]
+    ) -> None:
+        batch, token = open_batch()
+        try:
+            for event in events:
+                current = _current_event.set(weakref.ref(event))
+                try:
+                    await self._handle(agent, handle, event)
+                finally:
+                    _current_event.reset(current)
+        finally:
+            end_batch(token)
+        # Never gives up: faust acks the batch's inputs once the loop body returns.
+        await batch.close(partial(_resend_after, agent))
+
+    async def _until_done(
+        self, agent: str, events: Sequence[Any], work: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Run ``work`` (handle these events and get their outputs acked) until it succeeds.
+
+        faust acks the events in a ``finally`` around its ``yield`` (Stream.take_events and the event
+        iterator), so an exception or a cancellation leaving this loop body would commit inputs whose
+        outputs were never published. A failure is therefore retried in place (handlers are idempotent:
+        guarded tables are written only after the acks) with the agent reported stalled; a cancellation
+        (SIGTERM) withholds the events' acks so nothing past them is committed."""
+        attempt = 0
+        while True:
+            try:
+                await work()
+                return
+            except asyncio.CancelledError:
+                withhold_acks(events)
+                raise
+            except Exception as exc:
+                attempt += 1
+                log.exception("%s: failed to finish %d record(s), retrying (%d)", agent, len(events), attempt)
+                stalls.mark(agent, f"{type(exc).__name__} while finishing its input; retrying")
+                try:
+                    await asyncio.sleep(min(2**attempt, 10))
+                except asyncio.CancelledError:
+                    withhold_acks(events)
+                    raise
 
     async def _handle(
         self, agent: str, handle: Callable[[faust.EventT[Any]], Awaitable[None]], event: faust.EventT[Any]
@@ -144,9 +193,14 @@ class Pipeline:
                 await handle(event)
                 observe.folded(agent)
                 break
+            except (OutputTooLarge, *TOO_LARGE) as exc:
+                reason = f"{agent}: {type(exc).__name__}: {exc}"
+                await self.reject(event, Rejected(self.logical_of(event), "unpublishable", reason, ""))
+                break
             except KafkaError as exc:
+                stalls.mark(agent, f"broker error {type(exc).__name__} ({attempt}/{KAFKA_RETRIES})")
                 if attempt == KAFKA_RETRIES:
-                    raise  # let faust's supervisor restart the agent; the input is not committed
+                    raise  # Pipeline._until_done retries the record (or its batch); nothing is committed
                 log.warning("%s: broker error %r, retrying (%d/%d)", agent, exc, attempt, KAFKA_RETRIES)
                 await asyncio.sleep(min(2**attempt, 10))
             except Exception as exc:
@@ -166,7 +220,14 @@ class Pipeline:
         # The record's own timestamp, not the wall clock: a replay dead-letters identically.
         at = datetime.fromtimestamp(message.timestamp or 0, UTC)
         letter = dead_letter(
-            rejected, message.topic, message.partition, message.offset, event.key, event.value, at
+            rejected,
+            message.topic,
+            message.partition,
+            message.offset,
+            event.key,
+            event.value,
+            at,
+            self.settings.max_message_bytes,
         )
         await publish([self.out("deadletter", message.topic, letter)])
         log.warning(

@@ -146,6 +146,14 @@ class Settings:
             "web_port": max(self.web_port, 1),
             "web_bind": "127.0.0.1",
             "web_in_thread": False,
+            # faust's own views (/table/<name>/<key> dumps any tenant's table values, /router, /graph,
+            # statistics) would be served unauthenticated on the worker port; it serves only the
+            # project's /healthz, /readyz and /metrics (agents.worker, docs/threat-model.md).
+            "web_tables_enabled": False,
+            "web_router_enabled": False,
+            "web_stats_enabled": False,
+            "web_graph_enabled": False,
+            "web_metrics_enabled": False,
             "processing_guarantee": "at_least_once",
         }
 

@@ -75,6 +75,21 @@ class Batch:
                 _current_event.reset(token)
 
 
+def withhold_acks(events: Iterable[faust.EventT[Any]]) -> None:
+    """Make sure these events are never acked (so never committed) by this process.
+
+    faust's ``Stream.take_events`` acks every event of a batch in the ``finally`` around its ``yield``: when
+    the loop body raises or is cancelled (SIGTERM stops the agent while a batch waits for its outputs'
+    acks), closing the generator acks the batch anyway and the worker then commits past records whose
+    outputs were never published. Marking the messages acked *without* telling the consumer makes that
+    ack a no-op: the offsets stay uncommitted and the records are delivered again after a restart."""
+    from faust.types.tuples import ack_lock
+
+    with ack_lock:
+        for event in events:
+            event.message.acked = True
+
+
 _batch: ContextVar[Batch | None] = ContextVar("stella_batch", default=None)
 
 

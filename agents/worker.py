@@ -21,6 +21,7 @@ from agents import (
     observe,
     run_stage,
     signer_stage,
+    stalls,
     tenant_stage,
     watchdog,
 )
@@ -91,6 +92,9 @@ def build(settings: Settings) -> Pipeline:
     return pipe
 
 
+WORKER_PATHS = ("/healthz", "/readyz", "/metrics")
+
+
 def _health_pages(pipe: Pipeline, projector: ProjectorService) -> None:
     from telemetry import health, metrics
 
@@ -112,6 +116,14 @@ def _health_pages(pipe: Pipeline, projector: ProjectorService) -> None:
         ),
     )
     readiness.add("projector", health.flag_check(projector.ready.is_set, "assigned", "starting"))
+    readiness.add("publishing", stalls.readiness)
+
+    # The flags in Settings.faust_config switch faust's views off except its "/" index, which no flag
+    # covers; drop every built-in blueprint so the port serves exactly WORKER_PATHS.
+    web: Any = app.web
+    web.blueprints._enabled = [
+        (prefix, bp) for prefix, bp in web.blueprints._enabled if not str(bp).startswith("faust.web.")
+    ]
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:

@@ -70,6 +70,32 @@ def _b64(text: str | None) -> bytes | None:
     return None if text is None else base64.b64decode(text)
 
 
+async def _original(bootstrap: str, letter: Any) -> tuple[bytes | None, bytes]:
+    """The key and value of a dead letter kept by reference, read back from its source position and
+    checked against the recorded sha256 (a record the topic no longer holds is an error, never a null)."""
+    import hashlib
+
+    from aiokafka import TopicPartition
+
+    from cli.kafka_io import consumer
+
+    ref = letter.original
+    where = f"{letter.source_topic} {letter.partition}@{letter.offset}"
+    tp = TopicPartition(letter.source_topic, letter.partition)
+    async with consumer(bootstrap) as client:
+        client.assign([tp])
+        client.seek(tp, letter.offset)
+        batch = await client.getmany(tp, timeout_ms=10_000, max_records=1)
+    records = batch.get(tp, [])
+    if not records or records[0].offset != letter.offset:
+        raise CliError(f"the original at {where} is no longer on the topic (retention?); nothing replayed")
+    record = records[0]
+    value = record.value or b""
+    if hashlib.sha256(value).hexdigest() != ref.value_sha256:
+        raise CliError(f"the record at {where} does not match the dead letter's sha256; nothing replayed")
+    return record.key, value
+
+
 def run(args: argparse.Namespace) -> int:
     from cli.kafka_io import default_bootstrap, default_prefix, producer
     from cli.kafka_io import run as run_async
@@ -110,6 +136,10 @@ def run(args: argparse.Namespace) -> int:
         print_json(doc)
         return EXIT_OK
     key, value = _b64(found.key_b64), _b64(found.value_b64)
+    if found.original is not None:  # too large to copy: it is still at its source position
+        key, value = run_async(_original(bootstrap, found), bootstrap)
+    elif value is None:
+        raise CliError(f"the dead letter at {args.position} carries no original value to replay")
     target = found.source_topic
     if not args.yes:
         sys.stderr.write(f"Re-produce the original record ({len(value or b'')} bytes) to {target}? [y/N] ")

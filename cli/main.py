@@ -135,6 +135,15 @@ def _timestamp(text: str) -> datetime:
         ) from None
 
 
+def _digest(text: str) -> str:
+    from schemas.digest import digest_problem
+
+    problem = digest_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -202,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", choices=KINDS, help="what the files are")
     p.add_argument("paths", nargs="+", metavar="PATH", help="files and/or folders (read recursively)")
     p.add_argument("--tenant", help="tenant the SBOMs belong to (required for sbom; optional scope for vex)")
-    p.add_argument("--image-digest", metavar="sha256:HEX", help="image digest of a single SBOM")
+    p.add_argument("--image-digest", type=_digest, metavar="sha256:HEX", help="image digest of a single SBOM")
     p.add_argument("--repository", help="image repository of a single SBOM (default: from the document)")
     p.add_argument("--observed-at", type=_timestamp, metavar="TS", help="SBOM observation time (ISO 8601)")
     p.add_argument("--kev-file", metavar="F", help="CISA KEV catalog JSON, a JSON list or one id a line")
@@ -226,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", nargs="+", metavar="PATH", help="PolicyChange files")
     p.add_argument("--runtime", nargs="+", metavar="PATH", help="RuntimeEvent files (running images)")
     p.add_argument("--tenant", help="tenant of the SBOMs (default 'default')")
-    p.add_argument("--image-digest", metavar="sha256:HEX", help="image digest of a single SBOM")
+    p.add_argument("--image-digest", type=_digest, metavar="sha256:HEX", help="image digest of a single SBOM")
     p.add_argument("--repository", help="image repository of a single SBOM")
     p.add_argument("--window", type=_positive, default=30, metavar="SECONDS", help="impact window (30)")
     p.add_argument("--json", action="store_true", help="canonical JSON output")

@@ -31,7 +31,10 @@ class Batch:
     """What parsing produced: records to send, problems, counts."""
 
     records: list[tuple[str, bytes, bytes]] = field(default_factory=list)  # (logical topic, key, value)
+    sources: list[str] = field(default_factory=list)  # the file each record came from (same order)
     rejected: list[Problem] = field(default_factory=list)
+    failed: list[Problem] = field(default_factory=list)  # valid records the broker did not accept
+    failed_at: list[int] = field(default_factory=list)  # their indexes in ``records``
     warnings: list[Problem] = field(default_factory=list)
     files: int = 0
     files_rejected: int = 0
@@ -97,11 +100,18 @@ def parse_files(
     observed_at: datetime | None,
     kev_ids: frozenset[str],
     quiet: bool,
+    max_bytes: int | None = None,
 ) -> tuple[Batch, list[Any]]:
-    """Parse every file; returns the batch and the messages (in file order)."""
+    """Parse every file; returns the batch and the messages (in file order). Every check the real run
+    makes before sending is made here, so ``--dry-run`` refuses what the real run would refuse: a message
+    over the record limit (``STELLA_MAX_MESSAGE_BYTES``, the limit the worker enforces) is rejected."""
     from ingest.detect import parse_file
     from schemas.codec import encode
 
+    if max_bytes is None:
+        from agents.settings import Settings
+
+        max_bytes = Settings.from_env().max_message_bytes
     batch = Batch()
     messages: list[Any] = []
     topic = KIND_TOPICS[kind]
@@ -132,28 +142,86 @@ def parse_files(
             batch.files_rejected += 1
         elif not result.messages:
             batch.files_empty += 1
-        for message in result.messages:
-            batch.records.append((topic, message_key(kind, message), encode(message)))
+        oversized = False
+        for i, message in enumerate(result.messages):
+            key, value = message_key(kind, message), encode(message)
+            if len(key) + len(value) > max_bytes:
+                where = f"[{i}]" if len(result.messages) > 1 else "$"
+                size = len(key) + len(value)
+                limit = f"the record limit is {max_bytes} (STELLA_MAX_MESSAGE_BYTES)"
+                batch.rejected.append(Problem(source, where, f"the message would be {size} bytes; {limit}"))
+                oversized = True
+                continue
+            batch.records.append((topic, key, value))
+            batch.sources.append(source)
             messages.append(message)
+        if oversized and not errors:
+            batch.files_rejected += 1
     return batch, messages
 
 
-async def send(bootstrap: str, prefix: str, records: list[tuple[str, bytes, bytes]], quiet: bool) -> None:
+async def _send_once(
+    bootstrap: str, prefix: str, records: list[tuple[int, tuple[str, bytes, bytes]]], quiet: bool
+) -> list[tuple[int, BaseException]]:
     import asyncio
 
-    from cli.kafka_io import producer, require_topics
+    from aiokafka.errors import KafkaError
+
+    from cli.kafka_io import producer
+
+    failed: list[tuple[int, BaseException]] = []
+    async with producer(bootstrap) as client:
+        pending: list[tuple[int, asyncio.Future[Any]]] = []
+        for i, (topic, key, value) in progress(
+            records, total=len(records), desc="send", quiet=quiet, unit="msg"
+        ):
+            try:
+                pending.append((i, await client.send(prefix + topic, value, key=key)))
+            except KafkaError as exc:
+                failed.append((i, exc))
+        await client.flush()
+        outcomes = await asyncio.gather(*(fut for _, fut in pending), return_exceptions=True)
+        failed += [
+            (i, out) for (i, _), out in zip(pending, outcomes, strict=True) if isinstance(out, BaseException)
+        ]
+    return sorted(failed, key=lambda item: item[0])
+
+
+async def send(
+    bootstrap: str, prefix: str, records: list[tuple[str, bytes, bytes]], quiet: bool
+) -> list[tuple[int, str]]:
+    """Send every record; a record the broker refuses is reported, never the end of the run. Returns
+    ``(index, reason)`` of the records not acknowledged.
+
+    A refused record also breaks the idempotent producer's sequence for the records after it on that
+    partition (OutOfOrderSequenceNumber), so those are sent again once with a new producer; records the
+    broker refuses for their size are not retried."""
+    from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
+
+    from cli.kafka_io import require_topics
 
     await require_topics(bootstrap, {prefix + t for t, _, _ in records}, prefix)
-    async with producer(bootstrap) as client:
-        pending = []
-        for topic, key, value in progress(records, total=len(records), desc="send", quiet=quiet, unit="msg"):
-            pending.append(await client.send(prefix + topic, value, key=key))
-        await client.flush()
-        await asyncio.gather(*pending)
+    final: dict[int, str] = {}
+    todo = list(enumerate(records))
+    for attempt in range(2):
+        failed = await _send_once(bootstrap, prefix, todo, quiet)
+        retry: list[int] = []
+        for i, exc in failed:
+            reason = f"not acknowledged: {type(exc).__name__}: {exc}"
+            if attempt == 0 and not isinstance(exc, MessageSizeTooLargeError | RecordTooLargeError):
+                retry.append(i)
+            final[i] = reason
+        if not retry:
+            break
+        for i in retry:
+            final.pop(i)
+        todo = [(i, records[i]) for i in retry]
+    return sorted(final.items())
 
 
 def summary(batch: Batch, kind: str, prefix: str, *, dry_run: bool) -> dict[str, Any]:
-    per_topic = Counter(prefix + t for t, _, _ in batch.records)
+    refused = set(batch.failed_at)
+    per_topic = Counter(prefix + t for i, (t, _, _) in enumerate(batch.records) if i not in refused)
 
     def rows(problems: list[Problem]) -> list[dict[str, str]]:
         return [{"source": p.source, "field": p.field, "message": p.message} for p in problems]
@@ -165,7 +233,8 @@ def summary(batch: Batch, kind: str, prefix: str, *, dry_run: bool) -> dict[str,
         "files_rejected": batch.files_rejected,
         "files_without_messages": batch.files_empty,
         "messages": dict(sorted(per_topic.items())),
-        "sent": 0 if dry_run else len(batch.records),
+        "sent": 0 if dry_run else len(batch.records) - len(batch.failed),
+        "failed": rows(batch.failed),
         "rejected": rows(batch.rejected),
         "warnings": len(batch.warnings),
         "warning_details": rows(batch.warnings),
@@ -187,6 +256,10 @@ def print_summary(report: dict[str, Any], verbose: bool) -> None:
     if verbose:
         for w in report["warning_details"]:
             out.write(f"  warning {w['source']}: {w['field']}: {w['message']}\n")
+    if report["failed"]:
+        out.write(f"not sent (broker refused): {len(report['failed'])}\n")
+        for r in report["failed"]:
+            out.write(f"  {r['source']}: {r['field']}: {r['message']}\n")
     if report["rejected"]:
         out.write(f"rejected: {len(report['rejected'])}\n")
         for r in report["rejected"]:
@@ -224,14 +297,17 @@ def run(args: argparse.Namespace) -> int:
     prefix = default_prefix(args.topic_prefix)
     if not args.dry_run and batch.records:
         bootstrap = default_bootstrap(args.bootstrap)
-        run_async(send(bootstrap, prefix, batch.records, args.quiet or args.json), bootstrap)
+        failed = run_async(send(bootstrap, prefix, batch.records, args.quiet or args.json), bootstrap)
+        batch.failed = [Problem(batch.sources[i], "$", reason) for i, reason in failed]
+        batch.failed_at = [i for i, _ in failed]
     report = summary(batch, args.kind, prefix, dry_run=args.dry_run)
     if args.json:
         print_json(report)
     else:
         print_summary(report, args.verbose)
-    if batch.rejected:
+    if batch.rejected or batch.failed:
         if not args.json:
-            eprint(f"error: {len(batch.rejected)} problem(s) in the input; exit code 1")
+            problems = len(batch.rejected) + len(batch.failed)
+            eprint(f"error: {problems} problem(s) (rejected input or refused by the broker); exit code 1")
         return EXIT_REJECTED
     return EXIT_OK

@@ -52,7 +52,9 @@ def build_runtime(settings: Settings, deps: ApiDeps | None, config: ApiConfig | 
     publisher = deps.publisher or KafkaPublisher(
         settings.kafka_bootstrap, max_request_bytes=max(settings.max_message_bytes * 2, 1_048_576)
     )
-    read_models = deps.read_models or MongoReadModels(settings.mongo_url, settings.mongo_db)
+    read_models = deps.read_models or MongoReadModels(
+        settings.mongo_url, settings.mongo_db, timeout_ms=max(1, int(config.db_timeout_seconds * 1000))
+    )
     access = deps.access or AccessControl(config.tokens_path, config.webhook_secret)
     return Runtime(
         settings=settings,
@@ -101,7 +103,11 @@ def create_app(settings: Settings, deps: ApiDeps | None = None, config: ApiConfi
     app.include_router(routes_read.router)
     app.include_router(routes_write.router)
     app.include_router(routes_feeds.router)
-    # Outermost last: metrics see every answer, including the body limit's 413.
+    # Outermost last: metrics see every answer, including the body limit's 413; the edge (authenticate
+    # writes, then strict JSON) reads bodies only within the limit.
+    from controlplane.guards import EdgeMiddleware
+
+    app.add_middleware(EdgeMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=rt.config.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=rt.metrics)
     return app

@@ -9,7 +9,9 @@ import os
 import threading
 from dataclasses import dataclass
 
+from controlplane import webhook_sig
 from controlplane.config import AccessConfig, ConfigError, WebhookSource, load_access
+from controlplane.ratelimit import RateLimiter
 
 log = logging.getLogger("controlplane.auth")
 
@@ -37,6 +39,9 @@ class AccessControl:
         self._lock = threading.Lock()
         self._mtime = self._stat()
         self._access = access if access is not None else load_access(path, env_secret)
+        self.nonces = webhook_sig.NonceCache()
+        # Failed webhook signatures, per client address: guessing costs time (10 at once, then 1 a second).
+        self.failed_signatures = RateLimiter(1.0, 10)
 
     def _stat(self) -> float | None:
         if not self.path:
@@ -69,22 +74,33 @@ class AccessControl:
                 found = Principal(entry.tenant, entry.scopes, entry.name)
         return found
 
-    def webhook_source(self, kind: str, body: bytes, signature: str | None) -> WebhookSource | None:
-        """The configured source whose secret signed ``body`` (``sha256=<hex>``), if any may post ``kind``."""
-        if not signature:
-            return None
-        scheme, _, given = signature.strip().partition("=")
-        if scheme.lower() != "sha256" or not given:
-            return None
-        presented = given.strip().lower().encode("ascii", "replace")
+    def webhook_source(
+        self, kind: str, body: bytes, signature: str | None, now: float
+    ) -> tuple[WebhookSource | None, str]:
+        """The configured source whose secret signed ``body`` for ``kind`` at a fresh time with an unused
+        nonce (``controlplane.webhook_sig``), and else why not: ``signature`` | ``stale`` | ``replayed``."""
+        parsed = webhook_sig.parse(signature)
+        if parsed is None:
+            return None, "signature"
+        presented = parsed.digest.encode("ascii")
         found: WebhookSource | None = None
         for source in self.access.webhooks:
-            expected = hmac.new(source.secret, body, hashlib.sha256).hexdigest().encode("ascii")
-            if hmac.compare_digest(presented, expected) and found is None and kind in source.kinds:
+            expected = webhook_sig.digest(source.secret, parsed.timestamp, parsed.nonce, kind, body)
+            if (
+                hmac.compare_digest(presented, expected.encode("ascii"))
+                and found is None
+                and kind in source.kinds
+            ):
                 found = source
-        return found
+        if found is None:
+            return None, "signature"
+        if not webhook_sig.fresh(parsed, now):
+            return None, "stale"
+        if not self.nonces.first_use(found.source, parsed.nonce, now):
+            return None, "replayed"
+        return found, ""
 
 
-def sign_body(secret: bytes, body: bytes) -> str:
-    """The header value a feed sender puts in ``X-Stella-Signature``."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+def sign_body(secret: bytes, body: bytes, kind: str, at: float, nonce: str | None = None) -> str:
+    """The header value a feed sender puts in ``X-Stella-Signature`` (see ``controlplane.webhook_sig``)."""
+    return webhook_sig.sign(secret, kind, body, int(at), nonce)

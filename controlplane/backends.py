@@ -110,8 +110,15 @@ class ReadModels(Protocol):
 
 class MongoReadModels:
     def __init__(self, url: str, db: str, *, timeout_ms: int = 3000) -> None:
+        # socketTimeoutMS and timeoutMS (pymongo's client-side operation timeout) bound a call on a
+        # connection the database stopped answering; without them a stalled database hangs reads forever.
         self.client: MongoClient[Document] = MongoClient(
-            url, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms, tz_aware=False
+            url,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+            socketTimeoutMS=timeout_ms,
+            timeoutMS=timeout_ms,
+            tz_aware=False,
         )
         self.db = db
 

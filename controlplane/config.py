@@ -81,6 +81,9 @@ class ApiConfig:
     feed_burst: int = 10
     projector_group: str = "stella-sched-projector"
     min_position_timeout_seconds: float = 10.0
+    # Every read-model call is bounded by this (client-side operation timeout and an asyncio bound), so a
+    # stalled database answers 503 + Retry-After instead of hanging requests, readiness and shutdown.
+    db_timeout_seconds: float = 5.0
     default_page_size: int = 100
     host: str = "127.0.0.1"
     port: int = 8080
@@ -97,6 +100,7 @@ class ApiConfig:
             "min_position_timeout_seconds": _env_float(
                 "STELLA_API_MIN_POSITION_TIMEOUT", cls.min_position_timeout_seconds
             ),
+            "db_timeout_seconds": _env_float("STELLA_API_DB_TIMEOUT", cls.db_timeout_seconds),
             "host": os.environ.get("STELLA_API_HOST", cls.host),
             "port": _env_int("STELLA_API_PORT", cls.port),
         }

@@ -13,6 +13,7 @@ from controlplane.errors import ApiError
 from projections.store import After
 
 _VERSION = 1
+INT64 = (-(2**63), 2**63 - 1)
 
 
 def encode_cursor(kind: str, after: After | None) -> str | None:
@@ -39,6 +40,9 @@ def decode_cursor(kind: str, token: str | None) -> After | None:
         or not isinstance(data[3], str)
         or not isinstance(data[2], str | int)
     ):
+        raise ApiError(422, "invalid_cursor", "cursor is not a token for this listing")
+    if isinstance(data[2], bool) or (isinstance(data[2], int) and not INT64[0] <= data[2] <= INT64[1]):
+        # The store compares it with int64 fields; a bigger number is no cursor this API issued.
         raise ApiError(422, "invalid_cursor", "cursor is not a token for this listing")
     return (data[2], data[3])
 

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from controlplane.auth import SIGNATURE_HEADER
 from controlplane.deps import RuntimeDep
 from controlplane.errors import ApiError
+from controlplane.webhook_sig import WINDOW_SECONDS
 from ingest.detect import parse_file
 from ingest.result import IngestResult
 from schemas.codec import encode
@@ -20,16 +21,28 @@ from schemas.messages import AdvisoryDelta, VexStatement
 router = APIRouter(prefix="/api/v1")
 
 FeedKind = Literal["advisories", "vex"]
+REFUSED = {
+    "signature": f"missing or invalid {SIGNATURE_HEADER} (t=<unix seconds>,n=<nonce>,sha256=<hmac hex of "
+    "'<t>.<n>.<kind>.' + body>)",
+    "stale": f"the {SIGNATURE_HEADER} timestamp is outside the {WINDOW_SECONDS} s window",
+    "replayed": "this request was already received (nonce reused)",
+}
 _PARSE_KIND = {"advisories": "osv", "vex": "vex"}
 
 
 @router.post("/feeds/{kind}", status_code=202)
 async def feed_webhook(kind: FeedKind, request: Request, rt: RuntimeDep) -> dict[str, Any]:
     body = await request.body()  # the body limit middleware stops oversized bodies while reading
-    source = rt.access.webhook_source(kind, body, request.headers.get(SIGNATURE_HEADER))
+    now = rt.clock().timestamp()
+    source, why = rt.access.webhook_source(kind, body, request.headers.get(SIGNATURE_HEADER), now)
     if source is None:
-        rt.metrics.webhook_rejected.labels("signature").inc()
-        raise ApiError(401, "unauthorized", f"missing or invalid {SIGNATURE_HEADER} (sha256=<hmac hex>)")
+        rt.metrics.webhook_rejected.labels(why).inc()
+        # Failed signatures are rate-limited too (per client address), so guessing costs time.
+        client = request.client.host if request.client else "unknown"
+        wait = rt.access.failed_signatures.take(client)
+        if wait:
+            raise ApiError(429, "rate_limited", "too many failed signatures", {"Retry-After": str(wait)})
+        raise ApiError(401, "unauthorized", REFUSED[why])
     wait = rt.limiter.take(source.source)
     if wait:
         rt.metrics.webhook_rejected.labels("rate_limited").inc()

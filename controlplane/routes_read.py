@@ -67,7 +67,20 @@ async def list_runs(
 
 
 async def owned_run(rt: RuntimeDep, tenant: str, run_id: str) -> Document:
-    return owned(await rt.db(lambda s: s.get(RUNS, run_id)), tenant, "run", run_id)
+    """The tenant's run. The promise (issue 14 #13): a run that one of the tenant's jobs names never answers
+    404. The job and the run are folded from different topics, so the run's document can lag the job's;
+    meanwhile this answers 503 ``not_caught_up`` with Retry-After, and clients wait on that."""
+    doc = await rt.db(lambda s: s.get(RUNS, run_id))
+    if doc is None:
+        named = await rt.db(lambda s: s.find(JOBS, {"tenant": tenant, "run_id": run_id}, limit=1).items)
+        if named:
+            raise ApiError(
+                503,
+                "not_caught_up",
+                f"run {run_id!r} is named by a job but the read models have not folded it yet",
+                {"Retry-After": "1"},
+            )
+    return owned(doc, tenant, "run", run_id)
 
 
 @router.get("/runs/{run_id}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter
@@ -28,7 +29,8 @@ async def readyz(rt: RuntimeDep) -> JsonResponse:
     checks: dict[str, str] = {}
     checks["kafka"] = "ok" if rt.publisher_started and await rt.publisher.ready() else "unreachable"
     try:
-        await run_in_threadpool(rt.read_models.ping)
+        # Bounded: a stalled database makes the API not ready, it must not hang the probe.
+        await asyncio.wait_for(run_in_threadpool(rt.read_models.ping), rt.config.db_timeout_seconds)
         checks["mongo"] = "ok"
     except Exception:
         checks["mongo"] = "unreachable"

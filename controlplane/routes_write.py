@@ -10,12 +10,13 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Body, Header, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from controlplane.backends import Produced
 from controlplane.deps import Manager, Reader, RuntimeDep, Writer
 from controlplane.errors import ApiError
+from controlplane.idempotency import once
 from controlplane.routes_read import owned_deadletter, owned_run
 from controlplane.views import public
 from ingest.detect import parse_file
@@ -24,6 +25,7 @@ from projections.fold import IMAGES, JOBS, Document, image_fields
 from projections.store import MAX_PAGE, After, ProjectionStore
 from schemas.canonical import dumps
 from schemas.codec import encode
+from schemas.digest import digest_problems
 from schemas.keys import message_key
 from schemas.messages import (
     TERMINAL_RUN_STATES,
@@ -63,7 +65,7 @@ class CancelRequest(Strict):
 
 class RetryRequest(Strict):
     reason: str = Field("", max_length=2000)
-    only_unfinished: bool = True
+    only_unfinished: StrictBool = True
     priority: PriorityClass | None = None
 
 
@@ -81,6 +83,15 @@ class PreviewRequest(Strict):
     window_seconds: int = Field(30, ge=1, le=86_400)
 
 
+def refuse_bad_digests(message: BaseModel) -> None:
+    """422 naming every image digest that breaks the rule (schemas.digest, the one definition)."""
+    bad = digest_problems(message)
+    if bad:
+        field, problem = bad[0]
+        details = [{"field": f, "message": p} for f, p in bad[:20]]
+        raise ApiError(422, "validation_error", f"{field}: {problem}", details=details)
+
+
 def written(produced: Produced, **extra: Any) -> dict[str, Any]:
     return {**extra, "position": produced.as_dict(), "min_position": produced.text()}
 
@@ -92,18 +103,9 @@ def content_id(*parts: Any) -> str:
 async def idempotent(
     rt: RuntimeDep, tenant: str, route: str, key: str | None, fingerprint: str, make: Any
 ) -> dict[str, Any]:
-    """Run ``make()`` once per (tenant, route, Idempotency-Key); a repeat with the same body answers the
-    first response again, a repeat with another body is a conflict."""
-    if key:
-        seen = rt.idempotency.get(tenant, route, key)
-        if seen is not None:
-            if seen[0] != fingerprint:
-                raise ApiError(409, "idempotency_conflict", "Idempotency-Key was used with another request")
-            return {**seen[1], "replayed": True}
-    response: dict[str, Any] = await make()
-    if key:
-        rt.idempotency.put(tenant, route, key, fingerprint, response)
-    return response
+    """Run ``make()`` once per (tenant, route, Idempotency-Key), concurrent repeats included
+    (``controlplane.idempotency``); a repeat with another body is a conflict."""
+    return await once(rt.idempotency, tenant, route, key, fingerprint, make)
 
 
 # ---------------------------------------------------------------- impact preview
@@ -247,6 +249,7 @@ async def post_recheck(
 ) -> dict[str, Any]:
     """Produce a Recheck (key: tenant). Its id hashes the tenant, the body and the Idempotency-Key."""
     tenant = principal.tenant
+    refuse_bad_digests(body)
     request = body.model_dump(mode="json")
     recheck_id = content_id("recheck", tenant, request, idempotency_key or "")
 
@@ -287,6 +290,7 @@ async def post_runtime_event(
             f"{where}: {errors[0]['msg']}",
             details=[{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in errors[:20]],
         ) from None
+    refuse_bad_digests(event)
     (produced,) = await rt.produce([("runtime", rt.topic("runtime"), message_key(event), encode(event))])
     return written(produced, image_digest=event.image_digest)
 
@@ -402,6 +406,15 @@ async def replay_deadletter(
         raise ApiError(409, "conflict", f"source topic {source!r} is not one of the scheduler's topics")
     key, value = _b64(doc.get("key_b64"), "key"), _b64(doc.get("value_b64"), "value")
     if value is None:
+        original = doc.get("original")
+        if isinstance(original, dict):
+            raise ApiError(
+                409,
+                "conflict",
+                f"the original ({original.get('value_size')} bytes, sha256 {original.get('value_sha256')}) was "
+                f"too large to copy into the dead letter; it is at {source} "
+                f"{doc.get('partition')}@{doc.get('offset')}: replay it with `stella-sched deadletter replay`",
+            )
         raise ApiError(409, "conflict", "the dead letter carries no original value to replay")
     logical = topic[len(rt.settings.topic_prefix) :]
     (produced,) = await rt.produce([(logical, topic, key, value)])

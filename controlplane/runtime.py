@@ -30,6 +30,7 @@ from projections.store import ProjectionStore
 log = logging.getLogger("controlplane")
 
 T = TypeVar("T")
+RETRY_DB = {"Retry-After": "2"}
 
 
 class IdempotencyCache:
@@ -78,14 +79,28 @@ class Runtime:
         def call() -> T:
             return fn(self.read_models.store())
 
+        bound = self.config.db_timeout_seconds
         try:
-            return await run_in_threadpool(call)
+            # The thread itself is bounded by the client's timeouts (MongoReadModels); this bounds the wait.
+            return await asyncio.wait_for(run_in_threadpool(call), bound)
+        except TimeoutError:
+            log.warning("read model did not answer within %gs", bound)
+            raise ApiError(
+                503, "unavailable", f"the read-model database did not answer within {bound:g}s", RETRY_DB
+            ) from None
         except PyMongoError as exc:
             log.warning("read model unavailable: %s", type(exc).__name__)
-            raise ApiError(503, "unavailable", "the read-model database is unavailable") from None
+            raise ApiError(503, "unavailable", "the read-model database is unavailable", RETRY_DB) from None
 
     async def produce(self, records: list[tuple[str, str, bytes | None, bytes | None]]) -> list[Produced]:
         """``(logical topic, real topic, key, value)`` records, acknowledged by every in-sync replica."""
+        limit = self.settings.max_message_bytes
+        for logical, _, key, value in records:
+            size = len(key or b"") + len(value or b"")
+            if size > limit:
+                # Refused here: the broker would refuse it anyway, and a retry would not help (413, not 503).
+                message = f"the {logical} message would be {size} bytes; the record limit is {limit}"
+                raise ApiError(413, "payload_too_large", message)
         if not self.publisher_started:
             raise ApiError(503, "unavailable", "Kafka is not connected yet", {"Retry-After": "2"})
         try:
@@ -105,6 +120,13 @@ class Runtime:
         for pos in positions:
             if pos.topic not in known:
                 raise ApiError(422, "invalid_min_position", f"unknown topic {pos.topic!r}")
+            if pos.partition >= self.settings.partitions:
+                # Refused at once: waiting could never succeed.
+                raise ApiError(
+                    422,
+                    "invalid_min_position",
+                    f"{pos.topic} has partitions 0-{self.settings.partitions - 1}, not {pos.partition}",
+                )
         if not positions:
             return
         group = self.config.projector_group

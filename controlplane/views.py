@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from projections.fold import POS, Document, image_fields
+from projections.fold import POS, Document, image_fields, unfield_key
 
 POLICY_CURSOR = "policy"
 
@@ -63,9 +63,9 @@ def cursor_view(doc: Document, tenant: str) -> dict[str, Any]:
         if not isinstance(entry, dict):
             continue
         last = str(entry.get("last_id", ""))
+        # Another tenant's entry is left out entirely: even its offset tells when that tenant changed
+        # policy. Names are stored escaped for MongoDB (projections.fold.field_key); serve them plain.
         if last.startswith(f"{tenant}/"):
-            parts[name] = entry
-        else:
-            parts[name] = {"offset": entry.get("offset"), "last_id": "", "modified": None}
+            parts[unfield_key(name)] = entry
     view["partitions"] = parts
     return view

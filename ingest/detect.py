@@ -16,12 +16,13 @@ from pydantic import BaseModel, ValidationError
 
 from ingest.csaf import parse_csaf
 from ingest.cyclonedx_vex import parse_cyclonedx_vex
-from ingest.document import load_json_or_yaml
+from ingest.document import identify, load_json_or_yaml
 from ingest.kinds import KINDS
 from ingest.openvex import parse_openvex
 from ingest.osv import parse_osv
 from ingest.result import IngestError, IngestResult
 from ingest.sbom import parse_cyclonedx_sbom, parse_spdx_sbom
+from schemas.digest import digest_problems
 from schemas.messages import PolicyChange, Recheck, RuntimeEvent
 
 _MODELS: dict[str, type[BaseModel]] = {"policy": PolicyChange, "runtime": RuntimeEvent, "recheck": Recheck}
@@ -45,6 +46,34 @@ def detect_format(kind: str, doc: Any) -> str | None:
     if kind == "osv":
         return "osv"
     return kind if kind in _MODELS else None
+
+
+_KIND_NAMES = {
+    "sbom": "an SBOM",
+    "osv": "an OSV advisory",
+    "vex": "a VEX document",
+    "policy": "a policy change",
+    "runtime": "a runtime event",
+    "recheck": "a recheck",
+}
+
+
+def _wrong_kind(kind: str, data: bytes, source: str) -> IngestError | None:
+    """An error naming what the file is when it is plainly another kind (an SBOM given as an advisory)."""
+    head = data.lstrip()[:1]
+    if head not in (b"{", b"["):  # only JSON documents are identified (cheap, and YAML is never an SBOM)
+        return None
+    doc = load_json_or_yaml(data, source)
+    if isinstance(doc, IngestError):
+        return None  # the kind's own parser reports it
+    found = identify(doc)
+    if found is None or found[0] == kind:
+        return None
+    return IngestError(
+        source,
+        "$",
+        f"this file is {found[1]}, not {_KIND_NAMES.get(kind, kind)}; publish it as {found[0]!r}",
+    )
 
 
 def validation_errors(exc: ValidationError, source: str, prefix: str = "") -> list[IngestError]:
@@ -75,9 +104,14 @@ def parse_model_document(kind: str, data: bytes, source: str) -> IngestResult[An
             )
             continue
         try:
-            messages.append(model.model_validate(item))
+            message = model.model_validate(item)
         except ValidationError as exc:
             errors.extend(validation_errors(exc, source, prefix))
+            continue
+        bad = digest_problems(message)
+        errors.extend(IngestError(source, f"{prefix}.{f}" if prefix else f, p) for f, p in bad)
+        if not bad:
+            messages.append(message)
     return IngestResult(
         messages=messages,
         errors=errors,
@@ -101,6 +135,9 @@ def parse_file(
         return IngestResult(
             errors=[IngestError(source, "$", f"unknown kind {kind!r}; one of {', '.join(KINDS)}")]
         )
+    mismatch = _wrong_kind(kind, data, source)
+    if mismatch is not None:
+        return IngestResult(errors=[mismatch], format="")
     if kind == "osv":
         return parse_osv(data, source, kev_ids=kev_ids)
     if kind in _MODELS:

@@ -34,21 +34,50 @@ def load_json(data: bytes, source: str) -> Any | IngestError:
 
 
 def load_json_or_yaml(data: bytes, source: str) -> Any | IngestError:
-    """JSON first (fast, exact); YAML with text scalars when that fails."""
+    """JSON first (fast, exact); YAML with text scalars when that fails. A file that starts like JSON
+    (``{`` or ``[``) gets the JSON parser's error with its line and column, not the YAML parser's; an empty
+    file (or one holding only YAML comments) says so."""
+    if not data.strip():
+        return IngestError(source, "$", "the file is empty: expected a JSON or YAML document")
     try:
         return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        pass
+    except orjson.JSONDecodeError as exc:
+        if data.lstrip()[:1] in (b"{", b"["):
+            return IngestError(source, "$", f"not valid JSON: {exc}")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         return IngestError(source, "$", f"neither JSON nor UTF-8 YAML: {exc}")
     try:
-        return yaml.load(text, Loader=_TextLoader)
+        doc = yaml.load(text, Loader=_TextLoader)
     except yaml.YAMLError as exc:
-        return IngestError(source, "$", f"neither JSON nor YAML: {str(exc).splitlines()[0]}")
+        return IngestError(source, "$", f"neither JSON nor YAML: {' '.join(str(exc).split())}")
     except RecursionError:
         return IngestError(source, "$", "YAML nests too deeply")
+    if doc is None:
+        return IngestError(source, "$", "the file holds no document (only comments or null)")
+    return doc
+
+
+# What a document is, by its unmistakable marks: (kind it is published as, how to name it).
+def identify(doc: Any) -> tuple[str, str] | None:
+    """The kind a document plainly is, for "this is an SBOM, not an advisory" messages; None if unsure."""
+    if not isinstance(doc, dict):
+        return None
+    if doc.get("bomFormat") == "CycloneDX":
+        if doc.get("vulnerabilities"):
+            return ("vex", "a CycloneDX VEX document") if not doc.get("components") else None
+        return "sbom", f"a CycloneDX {doc.get('specVersion', '')} SBOM".replace("  ", " ")
+    if "spdxVersion" in doc:
+        return "sbom", f"an SPDX SBOM ({doc.get('spdxVersion')})"
+    if "openvex" in str(doc.get("@context", "")):
+        return "vex", "an OpenVEX document"
+    document = doc.get("document")
+    if isinstance(document, dict) and "csaf_version" in document:
+        return "vex", "a CSAF document"
+    if isinstance(doc.get("schema_version"), str) and isinstance(doc.get("id"), str) and "affected" in doc:
+        return "osv", "an OSV advisory"
+    return None
 
 
 def as_dict(value: Any) -> dict[str, Any] | None:

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from ingest.document import as_dict, as_list, load_json, text, timestamp
 from ingest.result import IngestError, IngestResult, count
+from schemas.digest import digest_problem
 from schemas.messages import Component, Inventory
 from schemas.purl import Purl, normalise
 
@@ -117,6 +118,9 @@ def _assemble(
     when = observed_at or doc_time
     if digest is None:
         err(subject.digest_field, "no image digest in the document; pass image_digest")
+    elif (problem := digest_problem(digest)) is not None:
+        err("image_digest" if image_digest else subject.digest_field, problem)
+        digest = None
     if when is None:
         err(doc_time_field, "no timestamp in the document; pass observed_at")
     components = _components(purls, digest or "", source, errors, report)

@@ -10,6 +10,7 @@ gone), so it decodes to ``Decoded(model=None)``; on any other topic a null value
 from __future__ import annotations
 
 import base64
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -18,6 +19,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from schemas.canonical import dumps
+from schemas.digest import digest_problems
 from schemas.messages import (
     SOURCE_MODELS,
     CursorUpdate,
@@ -25,13 +27,16 @@ from schemas.messages import (
     Impact,
     JobCommand,
     JobResult,
+    OriginalRef,
     RunEvent,
     SignedEnvelope,
     SlaBreach,
     schema_id_of,
 )
 
-RejectReason = Literal["oversized", "decode", "validate", "schema-unknown", "processing-error", "job-failed"]
+RejectReason = Literal[
+    "oversized", "decode", "validate", "schema-unknown", "processing-error", "job-failed", "unpublishable"
+]
 
 TOPIC_MODELS: dict[str, type[BaseModel]] = {
     **SOURCE_MODELS,
@@ -144,7 +149,7 @@ def decode(logical_topic: str, key: bytes | None, value: bytes | None, max_bytes
             return reject("schema-unknown", f"schema {found!r} is not {expected!r}")
         model = chosen
     try:
-        return Decoded(logical_topic, key, model.model_validate(doc))
+        validated = model.model_validate(doc)
     except ValidationError as exc:
         errors = exc.errors()
         shown = "; ".join(f"{_path(e['loc'])}: {e['msg']}" for e in errors[:_MAX_ERRORS_SHOWN])
@@ -152,6 +157,13 @@ def decode(logical_topic: str, key: bytes | None, value: bytes | None, max_bytes
         return reject("validate", shown + more)
     except (ValueError, TypeError, RecursionError) as exc:
         return reject("validate", f"{type(exc).__name__}: {exc}")
+    if logical_topic in SOURCE_MODELS:
+        bad = digest_problems(validated)
+        if bad:
+            return reject(
+                "validate", "; ".join(f"{field}: {problem}" for field, problem in bad[:_MAX_ERRORS_SHOWN])
+            )
+    return Decoded(logical_topic, key, validated)
 
 
 def encode(model: BaseModel) -> bytes:
@@ -163,6 +175,34 @@ def _b64(data: bytes | None) -> str | None:
     return base64.b64encode(data).decode("ascii") if data is not None else None
 
 
+DEFAULT_MAX_BYTES = 1_048_576
+# Room for everything but the copied bytes: positions, schema ids, the error text (capped below), the job.
+DEAD_LETTER_OVERHEAD = 64 * 1024
+MAX_ERROR_CHARS = 4000
+HEAD_BYTES = 1024
+MAX_INLINE_KEY = 4096
+
+
+def _overhead(max_bytes: int) -> int:
+    return min(DEAD_LETTER_OVERHEAD, max_bytes // 4)
+
+
+def inline_budget(max_bytes: int) -> int:
+    """How many original bytes a dead letter may copy (as base64, 4/3 larger) and still fit ``max_bytes``."""
+    return max(0, (max_bytes - _overhead(max_bytes)) // 4 * 3)
+
+
+def _reference(key: bytes | None, value: bytes | None) -> OriginalRef:
+    data = value or b""
+    return OriginalRef(
+        value_size=len(data),
+        value_sha256=hashlib.sha256(data).hexdigest(),
+        value_head_b64=base64.b64encode(data[:HEAD_BYTES]).decode("ascii"),
+        key_size=len(key or b""),
+        key_sha256=hashlib.sha256(key).hexdigest() if key is not None else None,
+    )
+
+
 def dead_letter(
     rejected: Rejected,
     topic: str,
@@ -171,18 +211,28 @@ def dead_letter(
     key: bytes | None,
     value: bytes | None,
     at: datetime,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> DeadLetter:
-    """Everything needed to inspect and replay a rejected record; the original bytes travel as base64."""
+    """Everything needed to inspect and replay a rejected record. The original bytes travel as base64 when
+    they fit; otherwise the dead letter carries a reference (sha256, size, first bytes) and the record stays
+    at its source position, so a dead letter always fits ``max_bytes`` and the position is never lost."""
+    size = len(key or b"") + len(value or b"")
+    by_reference = size > inline_budget(max_bytes)
+    error = rejected.message or rejected.reason
+    shown = min(MAX_ERROR_CHARS, _overhead(max_bytes) // 8)
+    if len(error) > shown:
+        error = error[:shown] + f"… ({len(error)} characters)"
     return DeadLetter.model_validate(
         {
             "source_topic": topic,
             "partition": partition,
             "offset": offset,
-            "key_b64": _b64(key),
-            "value_b64": _b64(value),
+            "key_b64": _b64(key) if not by_reference or len(key or b"") <= MAX_INLINE_KEY else None,
+            "value_b64": None if by_reference else _b64(value),
+            "original": _reference(key, value) if by_reference else None,
             "expected_schema": rejected.expected_schema,
             "reason": rejected.reason,
-            "error": rejected.message or rejected.reason,
+            "error": error,
             "at": at,
         }
     )

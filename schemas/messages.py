@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, StrictBool
 
 from schemas.canonical import format_time
 
@@ -95,8 +95,10 @@ class AdvisoryDelta(Model):
     summary: str = ""
     severity: Severity = "unknown"
     cvss: str | None = Field(None, description="CVSS vector or score, as text")
-    kev: bool = False
-    rescan: bool = Field(False, description="the delta asks for a content refresh, not only re-evaluation")
+    kev: StrictBool = False
+    rescan: StrictBool = Field(
+        False, description="the delta asks for a content refresh, not only re-evaluation"
+    )
     affected: list[AffectedPackage] = []
 
 
@@ -126,7 +128,7 @@ class VexStatement(Model):
 class Selector(Model):
     """Which of a tenant's images something applies to. Empty lists mean 'no constraint'."""
 
-    all: bool = False
+    all: StrictBool = False
     namespaces: list[str] = []
     repositories: list[str] = []
     digests: list[str] = []
@@ -137,7 +139,7 @@ class PolicyRules(Model):
     """The reference evaluator's policy: fail on severity >= threshold, on KEV, minus allow-listed ids."""
 
     severity_threshold: Severity = "high"
-    fail_on_kev: bool = True
+    fail_on_kev: StrictBool = True
     allow_ids: list[str] = []
 
 
@@ -198,8 +200,8 @@ class Impact(Model):
     event_time: Timestamp
     reasons: list[Reason]
     severity: Severity = "unknown"
-    kev: bool = False
-    running: bool = False
+    kev: StrictBool = False
+    running: StrictBool = False
     kind: JobKind = "reevaluate"
     priority: PriorityClass | None = Field(None, description="forced class (rechecks); else derived")
     policy_revision: int | None = None
@@ -249,7 +251,7 @@ class Finding(Model):
     package: str
     version: str | None = None
     severity: Severity
-    kev: bool = False
+    kev: StrictBool = False
     aliases: list[str] = []
 
 
@@ -310,7 +312,7 @@ class JobResult(Model):
     kev_hits: int = 0
     inputs: JobInputs = JobInputs()
     error: str = ""
-    sla_breached: bool = False
+    sla_breached: StrictBool = False
 
 
 class DeltaSummary(Model):
@@ -362,6 +364,16 @@ class SlaBreach(Model):
     attempts: list[Attempt] = []
 
 
+class OriginalRef(Model):
+    """A dead-lettered record kept by reference: it stays at its source position; these identify it."""
+
+    value_size: int
+    value_sha256: str
+    value_head_b64: str = Field(description="the first bytes of the value, base64")
+    key_size: int = 0
+    key_sha256: str | None = None
+
+
 class DeadLetter(Model):
     """A message the scheduler could not use, with everything needed to replay it. Key: source topic."""
 
@@ -371,8 +383,16 @@ class DeadLetter(Model):
     offset: int
     key_b64: str | None = None
     value_b64: str | None = None
+    original: OriginalRef | None = Field(
+        None,
+        description="set when the original was too large to copy (value_b64 is then null): what identifies "
+        "it at source_topic / partition / offset",
+    )
     expected_schema: str = ""
-    reason: str = Field(description="short code: decode, validate, oversized, schema-unknown, job-failed")
+    reason: str = Field(
+        description="short code: decode, validate, oversized, schema-unknown, processing-error, job-failed, "
+        "unpublishable"
+    )
     error: str
     at: Timestamp
     job: JobCommand | None = None

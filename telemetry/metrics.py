@@ -226,6 +226,12 @@ TABLES_RECOVERED = _gauge(
     "scheduler_tables_recovered",
     "1 once the worker's tables have been recovered from their changelogs after partition assignment.",
 )
+PUBLISH_STALLED = _gauge(
+    "scheduler_publish_stalled",
+    "1 while an agent cannot get its outputs acknowledged by the broker (it keeps its input uncommitted and "
+    "retries; /readyz is not ready meanwhile), by agent.",
+    ["agent"],
+)
 
 ALL_METRICS: tuple[MetricWrapperBase, ...] = (
     PLANNER_RUNS,
@@ -257,6 +263,7 @@ ALL_METRICS: tuple[MetricWrapperBase, ...] = (
     API_REQUEST_SECONDS,
     WORKER_UP,
     TABLES_RECOVERED,
+    PUBLISH_STALLED,
 )
 
 
@@ -354,6 +361,10 @@ def record_folded(agent: str, count: int = 1) -> None:
 
 def record_batch(agent: str, records: int) -> None:
     BATCH_SIZE.labels(agent).observe(records)
+
+
+def set_publish_stalled(agent: str, stalled: bool) -> None:
+    PUBLISH_STALLED.labels(agent).set(1 if stalled else 0)
 
 
 def record_duplicate(agent: str) -> None:

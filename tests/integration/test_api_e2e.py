@@ -65,7 +65,7 @@ class Deployment:
 
 
 def eventually(
-    what: str, probe: Callable[[], T | None], timeout: float = 60.0, pipe: Pipeline | None = None
+    what: str, probe: Callable[[], T | None], timeout: float = 240.0, pipe: Pipeline | None = None
 ) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -163,9 +163,12 @@ def jobs_with_reason(dep: Deployment, source: str, reason_id: str) -> list[dict[
 
 
 def terminal_run(dep: Deployment, run_id: str) -> dict[str, Any] | None:
+    # What the API promises: a run a job names is never 404; it may be 503 not_caught_up for a moment
+    # (the run's document is folded from another topic than the job's). That is "not yet", not a failure.
     resp = dep.get(f"/api/v1/runs/{run_id}")
-    if resp.status_code == 404:
-        return None  # its job is projected, its first run event not yet (another topic, another partition)
+    if resp.status_code == 503 and resp.json()["error"]["code"] == "not_caught_up":
+        assert resp.headers.get("Retry-After")
+        return None
     run = dep.ok(resp)
     settled = run["jobs_total"] > 0 and run["jobs_done"] == run["jobs_total"]
     return run if run["state"] in ("completed", "cancelled", "error") and settled else None
@@ -365,7 +368,7 @@ def test_cancel_a_run_with_queued_jobs_then_retry_it(
                     live = [r for r in runs if r["state"] in ("queued", "running") and r["jobs_total"] == 5]
                     return live[0] if live else None
 
-                run = eventually("a run with a job in flight", live_run, timeout=90, pipe=pipe)
+                run = eventually("a run with a job in flight", live_run, pipe=pipe)
                 run_id = run["id"]
                 dep.ok(dep.post(f"/api/v1/runs/{run_id}/cancel", {"reason": "e2e cancel"}), 202)
                 done = eventually("the cancelled run to settle", lambda: terminal_run(dep, run_id), pipe=pipe)
@@ -391,7 +394,7 @@ def test_cancel_a_run_with_queued_jobs_then_retry_it(
                     found = [r for r in runs if r.get("retry_of") == run_id]
                     return terminal_run(dep, found[0]["id"]) if found else None
 
-                new_run = eventually("the retry run", retried, timeout=90, pipe=pipe)
+                new_run = eventually("the retry run", retried, pipe=pipe)
                 assert new_run["state"] == "completed"
                 assert new_run["jobs_total"] == len(skipped)
                 new_jobs = dep.ok(dep.get("/api/v1/jobs", run_id=new_run["id"]))["items"]

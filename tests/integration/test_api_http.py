@@ -375,7 +375,7 @@ def test_oversized_body_is_413_before_reading_it(api: Api) -> None:
     resp = api.client.post(
         api.url + "/api/v1/feeds/advisories",
         content=body,
-        headers={"X-Stella-Signature": sign_body(SECRET.encode(), body)},
+        headers={"X-Stella-Signature": sign_body(SECRET.encode(), body, "advisories", time.time())},
     )
     envelope(resp, 413, "payload_too_large")
 
@@ -499,20 +499,26 @@ def test_feed_webhook_hmac_rate_limit_and_produce(api: Api) -> None:
     body = (sample_data() / "osv" / "ghsa" / "GHSA-vh95-rmgr-6w4m.json").read_bytes()
     url = api.url + "/api/v1/feeds/advisories"
     envelope(api.client.post(url, content=body), 401, "unauthorized")
-    bad = sign_body(b"wrong-secret", body)
+    bad = sign_body(b"wrong-secret", body, "advisories", time.time())
     envelope(api.client.post(url, content=body, headers={"X-Stella-Signature": bad}), 401, "unauthorized")
-    tampered = sign_body(SECRET.encode(), body)
+    tampered = sign_body(SECRET.encode(), body, "advisories", time.time())
     resp = api.client.post(url, content=body + b" ", headers={"X-Stella-Signature": tampered})
     envelope(resp, 401, "unauthorized")
 
-    good = {"X-Stella-Signature": sign_body(SECRET.encode(), body)}
+    good = {"X-Stella-Signature": sign_body(SECRET.encode(), body, "advisories", time.time())}
     resp = api.client.post(url, content=body, headers=good)
     assert resp.status_code == 202, resp.text
     assert resp.json()["accepted"] == 1
     (adv,) = records(api, "advisories", 1)
     assert adv.key == b"GHSA-vh95-rmgr-6w4m"
 
-    statuses = [api.client.post(url, content=body, headers=good) for _ in range(4)]
+    replayed = api.client.post(url, content=body, headers=good)  # byte for byte: refused (issue 14 #10)
+    envelope(replayed, 401, "unauthorized")
+
+    def fresh() -> dict[str, str]:
+        return {"X-Stella-Signature": sign_body(SECRET.encode(), body, "advisories", time.time())}
+
+    statuses = [api.client.post(url, content=body, headers=fresh()) for _ in range(4)]
     limited = [r for r in statuses if r.status_code == 429]
     assert limited, [r.status_code for r in statuses]
     envelope(limited[0], 429, "rate_limited")
@@ -524,7 +530,7 @@ def test_feed_webhook_hmac_rate_limit_and_produce(api: Api) -> None:
     resp = api.client.post(
         api.url + "/api/v1/feeds/vex",
         content=doc,
-        headers={"X-Stella-Signature": sign_body(SECRET.encode(), doc)},
+        headers={"X-Stella-Signature": sign_body(SECRET.encode(), doc, "vex", time.time())},
     )
     assert resp.status_code in (202, 422), resp.text
     envelope(api.client.post(api.url + "/api/v1/feeds/policy", content=doc, headers=good), 422)

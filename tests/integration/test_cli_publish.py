@@ -156,3 +156,68 @@ def test_deadletter_list_show_replay(
     replayed = asyncio.run(read_all(kafka_bootstrap, f"{prefix}advisories", expect=1))
     assert [(r.key, r.value) for r in replayed] == [(b"X", original)]
     assert main(["deadletter", "show", "9:9", *kafka]) == 1
+
+
+def test_a_message_the_broker_refuses_is_reported_per_file_and_the_run_goes_on(
+    kafka_bootstrap: str,
+    prefix: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 14 #8: a 2.9 MB inventory message made the real run die with a traceback after sending some
+    files and print no summary. With the default limit --dry-run refuses it; with a limit raised past the
+    broker's, the real run reports the refused file, sends the others and prints the summary."""
+    from tests.unit.test_cli_publish_limits import sbom
+
+    asyncio.run(create_topics(kafka_bootstrap, prefix, partitions=2))
+    folder = tmp_path / "sboms"
+    folder.mkdir()
+    (folder / "a.json").write_bytes(sbom(3, "a"))
+    (folder / "b-big.json").write_bytes(sbom(40_000, "b"))
+    (folder / "c.json").write_bytes(sbom(3, "c"))
+    argv = ["publish", "sbom", "--tenant", "acme", "--bootstrap", kafka_bootstrap, "--topic-prefix", prefix]
+
+    assert main([*argv, "--dry-run", "--json", "--quiet", str(folder)]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert [Path(r["source"]).name for r in report["rejected"]] == ["b-big.json"]
+
+    monkeypatch.setenv("STELLA_MAX_MESSAGE_BYTES", str(8 * 1024 * 1024))  # past the broker's own limit
+    assert main([*argv, "--quiet", str(folder)]) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert "messages sent: 2" in captured.out
+    assert "not sent (broker refused): 1" in captured.out
+    assert "b-big.json: $: not acknowledged: MessageSizeTooLargeError" in captured.out
+    inventory = asyncio.run(read_all(kafka_bootstrap, f"{prefix}inventory", expect=2))
+    assert sorted(json.loads(r.value)["image_digest"][7:8] for r in inventory) == ["a", "c"]
+
+
+def test_a_dead_letter_kept_by_reference_replays_the_original_from_its_position(
+    kafka_bootstrap: str, prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 14 #3: a record too large to copy into its dead letter is replayed from its source position
+    (checked against the recorded sha256); before, the replay would have produced a null value."""
+    from datetime import UTC, datetime
+
+    from schemas.codec import Rejected, dead_letter, encode
+
+    asyncio.run(create_topics(kafka_bootstrap, prefix, partitions=2))
+    original = b'{"schema": "scheduler.advisory@1", "id": "BIG", "summary": "' + b"x" * 900_000 + b'"}'
+    source = f"{prefix}advisories"
+    asyncio.run(produce(kafka_bootstrap, source, [(b"BIG", original)]))
+    (stored,) = asyncio.run(read_all(kafka_bootstrap, source, expect=1))
+    rejected = Rejected("advisories", "oversized", "too large", "scheduler.advisory@1")
+    at = datetime(2025, 1, 1, tzinfo=UTC)
+    letter = dead_letter(rejected, source, stored.partition, stored.offset, b"BIG", original, at)
+    assert letter.value_b64 is None
+    assert letter.original is not None
+    asyncio.run(produce(kafka_bootstrap, f"{prefix}deadletter", [(b"advisories", encode(letter))]))
+    kafka = ["--bootstrap", kafka_bootstrap, "--topic-prefix", prefix]
+
+    assert main(["deadletter", "list", *kafka, "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert main(["deadletter", "replay", row["position"], "--yes", *kafka]) == 0
+    capsys.readouterr()
+    records = asyncio.run(read_all(kafka_bootstrap, source, expect=2))
+    assert [(r.key, r.value) for r in records] == [(b"BIG", original), (b"BIG", original)]

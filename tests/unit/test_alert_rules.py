@@ -31,6 +31,7 @@ EXPECTED_ALERTS = {
     "SchedulerConsumerLagGrowing",
     "SchedulerProjectionLag",
     "SchedulerWorkerDown",
+    "SchedulerPublishStalled",
 }
 
 

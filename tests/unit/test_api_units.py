@@ -89,19 +89,26 @@ def test_tokens_map_to_tenant_and_scopes_and_the_file_reloads(tmp_path: Path) ->
 
 
 def test_webhook_signature_is_checked_against_the_raw_body() -> None:
-    access = parse_access({"webhooks": [{"source": "osv", "secret": "s3", "kinds": ["advisories"]}]})
+    access = parse_access({"webhooks": [{"source": "osv", "secret": "s3", "kinds": ["advisories", "vex"]}]})
     control = AccessControl("", access=access)
     body = b'{"id": "GHSA-x"}'
-    good = sign_body(b"s3", body)
-    found = control.webhook_source("advisories", body, good)
+    now = 1_700_000_000.0
+
+    def good(n: str = "nonce-0001") -> str:
+        return sign_body(b"s3", body, "advisories", now, n)
+
+    found, why = control.webhook_source("advisories", body, good(), now)
     assert found is not None
-    assert found.source == "osv"
-    assert control.webhook_source("vex", body, good) is None  # kind not allowed for the source
-    assert control.webhook_source("advisories", body + b" ", good) is None
-    assert control.webhook_source("advisories", body, good.replace("sha256=", "sha1=")) is None
-    assert control.webhook_source("advisories", body, None) is None
-    assert control.webhook_source("advisories", body, "sha256=" + hashlib.sha256(body).hexdigest()) is None
-    assert control.webhook_source("advisories", body, good.upper().replace("SHA256=", "sha256=")) is not None
+    assert (found.source, why) == ("osv", "")
+    # the kind is signed: the same signature does not post VEX
+    assert control.webhook_source("vex", body, good("nonce-0002"), now) == (None, "signature")
+    assert control.webhook_source("advisories", body + b" ", good("nonce-0003"), now) == (None, "signature")
+    assert control.webhook_source("advisories", body, None, now) == (None, "signature")
+    legacy = "sha256=" + hashlib.sha256(body).hexdigest()
+    assert control.webhook_source("advisories", body, legacy, now) == (None, "signature")
+    assert control.webhook_source("advisories", body, good("nonce-0004"), now + 301) == (None, "stale")
+    # a byte-for-byte replay is refused
+    assert control.webhook_source("advisories", body, good(), now + 1) == (None, "replayed")
 
 
 def test_token_bucket_allows_a_burst_then_answers_retry_after() -> None:
@@ -159,7 +166,7 @@ def test_dead_letter_attribution_and_policy_cursor_redaction() -> None:
     }
     view = cursor_view(doc, "acme")
     assert view["partitions"]["0"]["last_id"] == "acme/p@1"
-    assert view["partitions"]["1"] == {"offset": 9, "last_id": "", "modified": None}
+    assert "1" not in view["partitions"]  # another tenant's entry is not shown at all (issue 14 #11)
     assert "modified" not in view
     assert "_pos" not in public(doc)
 
@@ -228,7 +235,9 @@ def test_inline_impact_preview_runs_the_stream_core(memory_api: tuple[str, Memor
 
 def test_unconfigured_webhooks_and_keys(memory_api: tuple[str, MemoryPublisher]) -> None:
     url, _ = memory_api
-    resp = httpx.post(url + "/api/v1/feeds/vex", content=b"{}", headers={"X-Stella-Signature": "sha256=00"})
+    resp = httpx.post(
+        url + "/api/v1/feeds/vex", content=b"{}", headers={"X-Stella-Signature": "t=1,n=nonce-0001,sha256=00"}
+    )
     assert resp.status_code == 401
     assert resp.json()["error"]["code"] == "unauthorized"
     assert httpx.get(url + "/api/v1/keys").json() == {"keys": []}

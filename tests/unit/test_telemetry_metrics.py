@@ -44,6 +44,7 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "scheduler_api_request_seconds": ("histogram", ("route",)),
     "scheduler_worker_up": ("gauge", ()),
     "scheduler_tables_recovered": ("gauge", ()),
+    "scheduler_publish_stalled": ("gauge", ("agent",)),
 }
 UNBOUNDED = {
     "tenant",
