@@ -13,20 +13,20 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from agents.topology import topics
+from agents.topology import faust_topics, topics
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 async def create_topics(
-    bootstrap: str, prefix: str, partitions: int = 2, extra: tuple[str, ...] = ()
+    bootstrap: str, prefix: str, partitions: int = 2, extra: tuple[str, ...] = (), app_id: str = ""
 ) -> None:
+    """The project's topics, and with `app_id` that faust app's changelog and leader topics."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        specs = [
-            NewTopic(s.name, partitions, 1, topic_configs=dict(s.config)) for s in topics(prefix, partitions)
-        ]
+        own = topics(prefix, partitions) + (faust_topics(app_id, partitions) if app_id else [])
+        specs = [NewTopic(s.name, s.partitions, 1, topic_configs=dict(s.config)) for s in own]
         specs += [NewTopic(f"{prefix}{name}", partitions, 1) for name in extra]
         await admin.create_topics(specs)
     finally:
@@ -65,6 +65,19 @@ async def read_all(bootstrap: str, topic: str, *, expect: int = 0, timeout: floa
             if len(records) >= expect and not batch:
                 break
         return sorted(records, key=lambda r: (r.partition, r.offset))
+    finally:
+        await consumer.stop()
+
+
+async def end_offsets(bootstrap: str, names: list[str]) -> dict[tuple[str, int], int]:
+    """(topic, partition) → end offset (the next offset to be written)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        parts = [TopicPartition(t, p) for t in names for p in sorted(consumer.partitions_for_topic(t) or [])]
+        ends = await consumer.end_offsets(parts)
+        return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
     finally:
         await consumer.stop()
 
@@ -109,3 +122,14 @@ class Worker:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def report(self, tail: int = 3000) -> str:
+        """For assertion messages: the first few ERROR / CRITICAL lines (why a worker died; its tail only
+        shows the shutdown), then the log's tail."""
+        text = self.output()
+        errors = [
+            line[:1500]
+            for line in text.splitlines()
+            if '"level":"ERROR"' in line or '"level":"CRITICAL"' in line
+        ]
+        return "first errors:\n" + "\n".join(errors[:4]) + "\n...\n" + text[-tail:]

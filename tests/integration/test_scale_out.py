@@ -4,8 +4,9 @@ changes nothing in the outcome, and each rebalance settles within a bound.
 A single-worker deployment and a scaled one run the extended scenario side by side (one signing key). The
 scaled one starts with 3 workers, gains a 4th while the advisories are being processed, loses one (SIGTERM:
 a clean leave) during the VEX phase and another (SIGKILL: the session timeout has to expire) during the
-policy phase. Both must end with the same distinct job, result and signed-event records and the same read
-models. Each membership change is timed from the change until every live worker logged
+policy phase. Both must end with the same distinct job, result, run-event and signed-event records and the
+same read models, and every agent must have handled every offset of its inputs from 0 (issue 17: a new
+owner of a partition without a committed offset used to start past records dropped during the rebalance). Each membership change is timed from the change until every live worker logged
 `Resuming flow...` / `Worker ready` again (faust's end of rebalance + table recovery).
 """
 
@@ -27,6 +28,7 @@ from tests.integration.replay_kit import (
     model_diff,
     read_models,
     share_key,
+    skipped_offsets,
     topic_snapshot,
 )
 
@@ -72,7 +74,7 @@ async def _rebalanced(live: list[Worker], since: float, timeout: float = 90.0) -
                 if max(again) == last:
                     return last - since
         for w in live:
-            assert w.alive(), w.output()[-3000:]
+            assert w.alive(), w.report()
         await asyncio.sleep(0.5)
     raise AssertionError("rebalance did not finish:\n" + "\n".join(w.output()[-2000:] for w in live))
 
@@ -80,8 +82,8 @@ async def _rebalanced(live: list[Worker], since: float, timeout: float = 90.0) -
 async def test_adding_and_removing_workers_while_deltas_flow(
     deployment: Deployment,
 ) -> None:
-    single = deployment("single", partitions=6)
-    scaled = deployment("scaled", partitions=6)
+    single = deployment("single", partitions=6, trace=True)
+    scaled = deployment("scaled", partitions=6, trace=True)
     share_key(single, scaled)
     timings: dict[str, float] = {}
     live: list[Worker] = []
@@ -113,14 +115,17 @@ async def test_adding_and_removing_workers_while_deltas_flow(
         for name, seconds in timings.items():
             assert seconds < REBALANCE_BOUND_S, (name, seconds)
 
-        for logical in ("jobs", "job-results", "events.signed"):
+        for pipe in (single, scaled):
+            skipped = await skipped_offsets(pipe, pipe.workers)
+            assert not skipped, "\n".join(skipped)
+        for logical in ("jobs", "job-results", "run-events", "events.signed"):
             a, b = await topic_snapshot(single, logical), await topic_snapshot(scaled, logical)
             assert distinct(b) == distinct(a), f"{logical}: distinct records differ"
         models_single, models_scaled = read_models(single), read_models(scaled)
         assert models_scaled == models_single, "\n".join(model_diff(models_single, models_scaled))
         single.alive()
         for w in live:
-            assert w.alive(), w.output()[-3000:]
+            assert w.alive(), w.report()
     finally:
         single.stop()
         scaled.stop()
