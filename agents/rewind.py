@@ -24,6 +24,13 @@ cleared so its "DROPPED MESSAGE ROFF" filter (consumer.py l.1208-1230) lets the 
 during recovery) and the `<app>-__assignor-__leader` topic are left alone. Re-reading is safe: every
 effect is guarded by source position (streams/guard.py).
 
+A second way to the same loss, found with this module's traces (`STELLA_TRACE_RECORDS=2`): faust's stream
+iterator skips a record that was fetched in an earlier consumer generation, or that it reads while flow
+control is suspended, and acks it anyway (faust/streams.py l.1286-1299 and l.1342), so the commit passes
+a record no agent handled (the likely path of `index-updates/5@14`, skipped by an owner that kept the partition through
+a rebalance). `RewindingConsumer.ack` refuses exactly those acks; the seek at the end of the rebalance
+reads the record again.
+
 It is installed by giving the app a transport whose consumer class is this subclass (`install`), the one
 extension point faust offers for its consumer (`Transport.Consumer`, faust/transport/drivers/aiokafka.py
 l.1517-1521; `App.transport` has a setter). Upstream this belongs in faust's `perform_seek` or in aiokafka's
@@ -77,6 +84,19 @@ class RewindingConsumer(aiokafka_driver.Consumer):
                     )
         return records, active
 
+    async def perform_seek(self) -> None:
+        # Stop handing records to the streams until faust resumes the flow. Both recovery paths call
+        # `flow_control.resume()` right after this returns, and that clears every stream queue
+        # (mode/utils/queues.py FlowControlEvent.resume → clear), then `consumer.resume_flow()`
+        # (faust/tables/recovery.py l.325-329 and l.657-660). With the flow still on, records fetched from
+        # the new positions while this seek was in progress were queued, then thrown away unacked, and
+        # the fetch position was already past them: the first records after every rebalance were lost
+        # (seen: `index-updates/2@0`, `impacts/1@0` delivered right after the seek, never handled).
+        # Stopped, they stay in aiokafka's buffer until `resume_flow`. The third caller, `getmany`
+        # (consumer.py l.768-773), only seeks while the flow is already stopped.
+        self.stop_flow()
+        await super().perform_seek()
+
     def _is_stream(self, tp: TP) -> bool:
         app = cast(Any, self.app)
         return tp.topic not in app.tables.changelog_topics and not tp.topic.endswith(LEADER_TOPIC_SUFFIX)
@@ -107,14 +127,29 @@ class RewindingConsumer(aiokafka_driver.Consumer):
         return committed
 
     async def rewind(self, *tps: TP) -> None:
-        """Seek to the beginning and forget faust's read offset (its duplicate filter)."""
-        await self._thread.seek_to_beginning(*tps)
+        """Seek to the beginning and forget faust's read offset (its duplicate filter). To the log-start
+        offset looked up, not aiokafka's `seek_to_beginning`: that one resets lazily, and until the reset
+        lands the partition has no position, which faust's livelock check reads and asserts on
+        (faust/transport/drivers/aiokafka.py `verify_event_path`: a worker crashed)."""
+        starts = await self.earliest_offsets(*tps)
         for tp in tps:
+            await self.seek(tp, starts.get(tp, 0))
             self._read_offset[tp] = None
         log.info(
             "no committed offset: reading %s from the beginning",
             ", ".join(f"{tp.topic}/{tp.partition}" for tp in tps),
         )
+
+    def ack(self, message: Any) -> bool:
+        # faust's stream iterator skips a record fetched in an earlier generation, or read while flow
+        # control is suspended (faust/streams.py l.1286-1299; the Cython iterator too), and then *acks* it
+        # (l.1342), so the commit moves past a record no agent handled, and nobody reads it again. Refuse
+        # those acks: the commit stays before the record, and the seek to committed offsets that ends
+        # every rebalance brings it back. A record handled before the rebalance and acked after it is
+        # refused too and handled again: at-least-once, and every effect is idempotent.
+        if message.generation_id != self.app.consumer_generation_id or not self.app.flow_control.is_active():
+            return False
+        return bool(super().ack(message))
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         # faust calls this when the next record delivered for `tp` is more than one past the last one

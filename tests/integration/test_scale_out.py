@@ -34,7 +34,8 @@ from tests.integration.replay_kit import (
 
 LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
 RESUMED = ("Resuming flow...", "Worker ready")
-pytestmark = pytest.mark.scaleout  # also alone: `make test-scaleout`
+# also alone: `make test-scaleout`. About 3-5 min on a loaded 2-core machine: past the default 300 s.
+pytestmark = [pytest.mark.scaleout, pytest.mark.timeout(900)]
 
 REBALANCE_BOUND_S = 45.0  # session timeout 10 s (kill) + join/sync + changelog recovery, on a 2-core CI box
 
