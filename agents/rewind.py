@@ -156,7 +156,7 @@ class RewindingConsumer(aiokafka_driver.Consumer):
         # (consumer.py `_drain_messages`, l.1208-1215) and then counts the offsets between as done, which
         # is right only for compacted topics. Anywhere else records were dropped: say so.
         log.warning(
-            "%s/%d: offsets %d..%d skipped (fetched and dropped?); faust counts them as processed",
+            "%s/%d: offsets %d..%d never delivered (compacted away, or fetched and dropped); faust counts them as processed",
             tp.topic,
             tp.partition,
             offset_from,
