@@ -38,7 +38,9 @@ RESUMED = ("Resuming flow...", "Worker ready")
 # also alone: `make test-scaleout`. About 3-5 min on a loaded 2-core machine: past the default 300 s.
 pytestmark = [pytest.mark.scaleout, pytest.mark.timeout(900)]
 
-REBALANCE_BOUND_S = 45.0  # session timeout 10 s (kill) + join/sync + changelog recovery, on a 2-core CI box
+# Session timeout 10 s (kill) + join/sync + changelog recovery (memory store: from the start). 45 s was
+# exceeded (47 s, 50 s) on the 2-core box while two chaos soaks and other helpers' suites ran beside it.
+REBALANCE_BOUND_S = 75.0
 
 
 def _times(worker: Worker, needles: tuple[str, ...]) -> list[float]:
