@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -50,14 +51,16 @@ async def read_all(bootstrap: str, topic: str, *, expect: int = 0, timeout: floa
     )
     await consumer.start()
     try:
+        deadline = time.monotonic() + timeout
         parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        if not parts:
+        while not parts and time.monotonic() < deadline:  # metadata can lag on a loaded broker
             await consumer._client.force_metadata_update()
             parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+            if not parts:
+                await asyncio.sleep(0.5)
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         records: list[Any] = []
-        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=500)
             for tp_records in batch.values():
