@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv up down status logs test test-scaleout test-unit lint run worker bench schemas clean promtool
+.PHONY: help venv up down status logs test test-scaleout soak test-unit lint run worker bench schemas clean promtool
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -44,6 +44,11 @@ promtool:  ## install promtool (Debian's prometheus package) when missing; the a
 
 test-scaleout: up  ## the multi-worker rebalance test alone (it is part of `make test` too)
 	$(PY) -m pytest -m scaleout tests/integration/test_scale_out.py $(PYTEST_ARGS)
+
+SOAK_N ?= 20
+SOAK_SEED ?=
+soak: up  ## the chaos test, SOAK_N iterations (default 20); SOAK_SEED=<printed seed> SOAK_N=1 re-runs one
+	CHAOS_ITERATIONS=$(SOAK_N) CHAOS_SEED=$(SOAK_SEED) $(PY) -m pytest -m chaos -s tests/integration/test_chaos.py $(PYTEST_ARGS)
 
 test-unit: venv  ## pure tests only (no services)
 	$(PY) -m pytest -m 'not integration' $(PYTEST_ARGS)

@@ -21,13 +21,17 @@ from faust.streams import _current_event
 from faust.transport.producer import ProducerBuffer
 from pydantic import BaseModel
 
-from agents import observe, stalls
+from agents import observe, rewind, stalls
 from agents.settings import Settings
 from agents.shell import Output, end_batch, open_batch, publish, withhold_acks
+from agents.topology import TABLES
 from agents.topology import topics as topic_specs
 from schemas.codec import Decoded, Rejected, dead_letter, decode, encode
 
 log = logging.getLogger("stella.agents")
+# One DEBUG line per handled record (agent, topic, partition, offset): off unless STELLA_TRACE_RECORDS=1
+# (agents/worker.py). The scale-out and chaos tests use it to prove no input offset was skipped.
+trace = logging.getLogger("stella.handled")
 KAFKA_RETRIES = 5
 # The broker refuses these for good: retrying cannot help, so the input is dead-lettered instead.
 TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)
@@ -70,6 +74,7 @@ class Pipeline:
     @classmethod
     def create(cls, settings: Settings) -> Pipeline:
         app = faust.App(settings.app_id, **settings.faust_config())
+        rewind.install(app)  # partitions without a committed offset are read from the start (issue 17)
         # A batch's table writes reach faust's producer buffer at once; past `max_messages` it logs
         # "producer buffer full" and drains. Size it to a batch's writes (it is a class attribute).
         ProducerBuffer.max_messages = max(ProducerBuffer.max_messages, 4 * settings.batch_max)
@@ -89,6 +94,10 @@ class Pipeline:
 
     def table(self, name: str) -> Any:
         """A changelog-backed table of raw bytes values (streams.guard framing) keyed by str."""
+        if name not in TABLES:
+            raise ValueError(
+                f"table {name!r} is not in agents.topology.TABLES (its changelog is pre-created)"
+            )
         table = self.app.Table(name, key_type=str, value_type=bytes, partitions=self.settings.partitions)
         self.tables[name] = table
         return table
@@ -214,6 +223,17 @@ class Pipeline:
                 reason = f"{agent}: {type(exc).__name__}: {exc}"
                 await self.reject(event, Rejected(self.logical_of(event), "processing-error", reason, ""))
                 break
+        if trace.isEnabledFor(logging.DEBUG):
+            message = event.message
+            trace.debug(
+                "handled",
+                extra={
+                    "agent": agent,
+                    "topic": message.topic,
+                    "partition": message.partition,
+                    "offset": message.offset,
+                },
+            )
 
     async def reject(self, event: faust.EventT[Any], rejected: Rejected) -> None:
         message = event.message

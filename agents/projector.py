@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalGenerationError, RebalanceInProgressError
 from pymongo import MongoClient
 from pymongo.errors import AutoReconnect, NetworkTimeout, ServerSelectionTimeoutError
 
@@ -83,6 +84,16 @@ class ProjectorService:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        """Commit what was projected. A commit refused because the group is rebalancing (a worker joined
+        or died: CommitFailedError wraps IllegalGeneration / RebalanceInProgress) is skipped: the next
+        poll re-joins, each partition seeks to its MongoDB checkpoint on assignment, and projecting is
+        idempotent, so the committed offset is only a hint. Not skipping it crashed the whole worker."""
+        try:
+            await consumer.commit()
+        except (CommitFailedError, IllegalGenerationError, RebalanceInProgressError) as exc:
+            log.info("projector: commit skipped during a rebalance (%s)", type(exc).__name__)
+
     async def run(self) -> None:
         await asyncio.to_thread(self.store.ensure_indexes)
         consumer = AIOKafkaConsumer(
@@ -112,7 +123,7 @@ class ProjectorService:
                 if items:
                     await self._project(items)
                 if batch:
-                    await consumer.commit()
+                    await self._commit(consumer)
                 if time.monotonic() - last_pointer_check > 5:
                     last_pointer_check = time.monotonic()
                     await self._follow_pointer()

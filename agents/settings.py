@@ -135,11 +135,10 @@ class Settings:
             "producer_acks": -1,
             "producer_max_request_size": self.max_message_bytes * 2,
             "table_cleanup_interval": 30.0,
-            # No standby replicas. With the in-memory store, faust-streaming 0.15 mixes standby and active
-            # changelog state in one dict, drops standby keys when a recovery completes, and can carry a
-            # standby's read offset over when that partition turns active, so the new owner skips the
-            # changelog it no longer holds (seen on scale-out: an index entry missing an image after a
-            # rebalance). Without standbys a newly assigned partition is always read from its start.
+            # No standby replicas. They were turned off as the suspected cause of lost impacts after a
+            # rebalance; the cause was elsewhere (uncommitted partitions not rewound: agents/rewind.py). With
+            # the in-memory store a standby saves nothing on restart anyway, and turning them back on waits
+            # for the chaos test (tests/integration/test_chaos.py) to show them safe.
             "table_standby_replicas": 0,
             "stream_wait_empty": False,
             "web_enabled": self.web_port > 0,

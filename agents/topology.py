@@ -56,6 +56,37 @@ def topics(prefix: str = "", partitions: int | None = None) -> list[TopicSpec]:
     ]
 
 
+# faust tables (agents.pipeline.Pipeline.table refuses any other name), each backed by a compacted
+# `<app id>-<table>-changelog` topic with the topics' partition count.
+TABLES = (
+    "images",
+    "advisory-packages",
+    "index",
+    "advisory-specs",
+    "directory",
+    "catalog",
+    "windows",
+    "sites",
+    "queue",
+    "last-results",
+    "runs",
+)
+
+
+def faust_topics(app_id: str, partitions: int | None = None) -> list[TopicSpec]:
+    """The topics faust would declare itself once it runs: the tables' changelogs and its leader-election
+    topic (faust/tables/base.py `_changelog_topic_name`, faust/assignor/leader_assignor.py). Created up
+    front with the project's topics: a first assignment made before faust has declared them ignores them
+    ("Ignoring missing topic"), then the first table write fails with PartitionsMismatch, and with one
+    worker no later rebalance repairs it."""
+    n = partitions if partitions is not None else default_partitions()
+    specs = [
+        TopicSpec(f"{app_id}-{table}-changelog", "table key", n, {"cleanup.policy": "compact"})
+        for table in TABLES
+    ]
+    return [*specs, TopicSpec(f"{app_id}-__assignor-__leader", "none", 1)]
+
+
 def topic_names(prefix: str = "") -> dict[str, str]:
     """Logical name (without prefix) → real topic name."""
     return {spec.name[len(prefix) :]: spec.name for spec in topics(prefix)}

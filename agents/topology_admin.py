@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from agents.topology import TopicSpec, topics
+from agents.topology import TopicSpec, faust_topics, topics
 
 
 async def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 60.0) -> list[str]:
@@ -40,16 +41,22 @@ async def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float =
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Create the scheduler's Kafka topics if they are missing.")
+    parser = argparse.ArgumentParser(
+        description="Create the scheduler's Kafka topics, and the faust app's changelog and leader topics, if "
+        "they are missing."
+    )
     parser.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap address")
     parser.add_argument("--prefix", default="", help="topic name prefix (isolates environments)")
     parser.add_argument("--partitions", type=int, default=None, help="partitions per topic (default 6)")
-    args = parser.parse_args(argv)
-    created = asyncio.run(ensure_topics(args.bootstrap, topics(args.prefix, args.partitions)))
-    print(
-        f"[ops] topics: {len(created)} created, {len(topics(args.prefix)) - len(created)} already there",
-        file=sys.stderr,
+    parser.add_argument(
+        "--app-id",
+        default=os.environ.get("STELLA_APP_ID", "stella-sched"),
+        help="faust app id (STELLA_APP_ID): its table changelogs and leader topic are created too",
     )
+    args = parser.parse_args(argv)
+    specs = topics(args.prefix, args.partitions) + faust_topics(args.app_id, args.partitions)
+    created = asyncio.run(ensure_topics(args.bootstrap, specs))
+    print(f"[ops] topics: {len(created)} created, {len(specs) - len(created)} already there", file=sys.stderr)
     return 0
 
 

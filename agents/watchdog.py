@@ -4,9 +4,11 @@ After a rebalance, faust-streaming sometimes leaves an assigned partition withou
 set of active partitions (faust-streaming issue #629, open): the partition has lag, the worker reports
 ready, and nothing moves until the next rebalance. Every `INTERVAL` seconds this reports each assigned
 partition's lag and, when one has had lag and no progress for `STALL_AFTER` seconds while the worker is
-neither rebalancing nor recovering, puts it back among the active partitions and re-seeks it to its
-position, which makes the fetcher ask for it again. Re-reading from the position is safe: every effect
-is guarded by source position (streams/guard.py).
+neither rebalancing nor recovering, puts it back among the active partitions and seeks it to the group's
+committed offset, or to its beginning when there is none (agents/rewind.py), which makes the fetcher ask
+for it again. Not to its position: records fetched and dropped while the partition was inactive are
+already behind the position. Re-reading from the committed offset is safe: every effect is guarded by
+source position (streams/guard.py).
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ import logging
 import time
 from typing import Any
 
+from aiokafka.errors import IllegalStateError
+
 from agents import observe
 from agents.pipeline import Pipeline
+from agents.rewind import RewindingConsumer
 
 log = logging.getLogger("stella.watchdog")
 INTERVAL = 15.0
@@ -36,7 +41,16 @@ def register(pipe: Pipeline) -> None:
         if not steady():
             progress.clear()
             return
-        consumer: Any = app.consumer
+        try:
+            await check(app.consumer)
+        except IllegalStateError as exc:
+            # A rebalance revoked a partition between `assignment()` and `position()` (or the seek): the
+            # next round sees the new assignment. Raising here crashed the whole worker (a timer is a task
+            # of the app).
+            log.info("watchdog: assignment changed during the check (%s)", exc)
+            progress.clear()
+
+    async def check(consumer: Any) -> None:
         changelogs = set(app.tables.changelog_topics)
         tps = sorted(
             (
@@ -66,7 +80,8 @@ def register(pipe: Pipeline) -> None:
             if now - seen[1] < STALL_AFTER:
                 continue
             log.warning(
-                "partition %s/%d has lag %d and has not moved for %.0f s: re-activating and re-seeking it",
+                "partition %s/%d has lag %d and has not moved for %.0f s: re-activating it and seeking it "
+                "to its committed offset",
                 tp.topic,
                 tp.partition,
                 lag,
@@ -74,5 +89,8 @@ def register(pipe: Pipeline) -> None:
                 extra={"topic": tp.topic, "partition": tp.partition, "offset": position},
             )
             consumer.resume_partitions([tp])
-            await consumer.seek(tp, position)
+            if isinstance(consumer, RewindingConsumer):
+                await consumer.seek_to_committed_or_beginning(tp)
+            else:  # an app built without agents.pipeline
+                await consumer.seek(tp, position)
             progress[tp] = (position, now)

@@ -176,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
         overrides["web_port"] = args.web_port
     settings = Settings.from_env(**overrides)
     pipe = build(settings)
+    if os.environ.get("STELLA_TRACE_RECORDS") in ("1", "2"):
+        logging.getLogger("stella.handled").setLevel(logging.DEBUG)  # agents.pipeline.trace
+        logging.getLogger("stella.rewind").setLevel(logging.DEBUG)  # committed offsets at every seek
+    if os.environ.get("STELLA_TRACE_RECORDS") == "2":  # and every fetch and delivery (diagnostics)
+        logging.getLogger("stella.fetchtrace").setLevel(logging.DEBUG)
     worker = JsonLogWorker(pipe.app, loglevel=(args.loglevel or settings.log_level).lower())
     observe.worker_up(True)
     worker.execute_from_commandline()

@@ -29,13 +29,12 @@ rebuild therefore writes collections under a new prefix and ``switch_to`` flips 
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 from pymongo import ASCENDING, MongoClient, UpdateOne
 from pymongo.collection import Collection
-from pymongo.errors import BulkWriteError, CollectionInvalid
+from pymongo.errors import BulkWriteError, CollectionInvalid, OperationFailure
 
 from projections.fold import (
     COLLECTIONS,
@@ -56,6 +55,7 @@ from projections.store import CHECKPOINTS, After, Page, Where, check_query
 
 META = "projection_meta"
 DUPLICATE_KEY = 11000
+NAMESPACE_EXISTS = 48
 ACTIVE = "active"
 
 # Every query the API makes is tenant-scoped and paged by (field, _id), so indexes end in _id.
@@ -106,8 +106,12 @@ class MongoStore:
         existing = set(self.db.list_collection_names())
         for name in (*COLLECTIONS, CHECKPOINTS, META):
             if self.prefix + name not in existing:
-                with contextlib.suppress(CollectionInvalid):
+                try:
                     self.db.create_collection(self.prefix + name)
+                except (CollectionInvalid, OperationFailure) as exc:
+                    # Another worker created it meanwhile (FerretDB: code 48 NamespaceExists).
+                    if isinstance(exc, OperationFailure) and exc.code != NAMESPACE_EXISTS:
+                        raise
         for name, indexes in INDEXES.items():
             for fields in indexes:
                 self.collection(name).create_index([(f, ASCENDING) for f in fields])

@@ -135,3 +135,19 @@ def workers(tmp_path: Path) -> Iterator[list[Worker]]:
     yield started
     for worker in started:
         worker.kill()
+
+
+@pytest.fixture(scope="module")
+def module_deployment(
+    kafka_bootstrap: str, mongo_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Deployment:
+    """Like `deployment`, for a deployment that outlives one test (a reference run the tests of a module
+    compare against): `module_deployment(name, **options)`, with its own prefix, database and folder."""
+
+    def make(name: str = "ref", **options: Any) -> Pipeline:
+        prefix = f"t{uuid.uuid4().hex[:10]}.{name}."
+        _PREFIXES.append(prefix)
+        db = f"test_{uuid.uuid4().hex[:12]}_{name}"
+        return Pipeline(kafka_bootstrap, mongo_url, prefix, db, tmp_path_factory.mktemp(name), **options)
+
+    return make

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -12,16 +13,18 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from agents.topology import TopicSpec, topics
+from agents.topology import TopicSpec, faust_topics, topics
 from agents.topology_admin import ensure_topics
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 async def create_topics(
-    bootstrap: str, prefix: str, partitions: int = 2, extra: tuple[str, ...] = ()
+    bootstrap: str, prefix: str, partitions: int = 2, extra: tuple[str, ...] = (), app_id: str = ""
 ) -> None:
-    specs = topics(prefix, partitions) + [TopicSpec(f"{prefix}{name}", "", partitions) for name in extra]
+    """The project's topics, and with `app_id` that faust app's changelog and leader topics."""
+    own = topics(prefix, partitions) + (faust_topics(app_id, partitions) if app_id else [])
+    specs = own + [TopicSpec(f"{prefix}{name}", "", partitions) for name in extra]
     await ensure_topics(bootstrap, specs)
 
 
@@ -42,14 +45,16 @@ async def read_all(bootstrap: str, topic: str, *, expect: int = 0, timeout: floa
     )
     await consumer.start()
     try:
+        deadline = time.monotonic() + timeout
         parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        if not parts:
+        while not parts and time.monotonic() < deadline:  # metadata can lag on a loaded broker
             await consumer._client.force_metadata_update()
             parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+            if not parts:
+                await asyncio.sleep(0.5)
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         records: list[Any] = []
-        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=500)
             for tp_records in batch.values():
@@ -57,6 +62,19 @@ async def read_all(bootstrap: str, topic: str, *, expect: int = 0, timeout: floa
             if len(records) >= expect and not batch:
                 break
         return sorted(records, key=lambda r: (r.partition, r.offset))
+    finally:
+        await consumer.stop()
+
+
+async def end_offsets(bootstrap: str, names: list[str]) -> dict[tuple[str, int], int]:
+    """(topic, partition) → end offset (the next offset to be written)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        parts = [TopicPartition(t, p) for t in names for p in sorted(consumer.partitions_for_topic(t) or [])]
+        ends = await consumer.end_offsets(parts)
+        return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
     finally:
         await consumer.stop()
 
@@ -103,3 +121,14 @@ class Worker:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def report(self, tail: int = 3000) -> str:
+        """For assertion messages: the first few ERROR / CRITICAL lines (why a worker died; its tail only
+        shows the shutdown), then the log's tail."""
+        text = self.output()
+        errors = [
+            line[:1500]
+            for line in text.splitlines()
+            if '"level":"ERROR"' in line or '"level":"CRITICAL"' in line
+        ]
+        return "first errors:\n" + "\n".join(errors[:4]) + "\n...\n" + text[-tail:]

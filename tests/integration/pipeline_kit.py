@@ -8,6 +8,7 @@ input log (docs/architecture.md §3) and can be compared with `preview` and with
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -123,6 +124,7 @@ class Pipeline:
     db: str
     home: Path
     partitions: int = 2
+    trace: bool = False  # workers log every handled record (replay_kit.skipped_offsets reads it)
     workers: list[Worker] = field(default_factory=list)
     client: MongoClient[dict[str, Any]] | None = field(default=None, repr=False)
 
@@ -141,13 +143,17 @@ class Pipeline:
             "STELLA_WEB_PORT": "0",
             "STELLA_SIGNING_KEY_FILE": str(self.home / "keys" / "test.key"),
             "STELLA_LOG_LEVEL": "INFO",
+            # 2: also every fetch and delivery (agents/rewind.py diagnostics), e.g. STELLA_TEST_TRACE=2
+            "STELLA_TRACE_RECORDS": os.environ.get("STELLA_TEST_TRACE", "1") if self.trace else "0",
         }
 
     async def start(self, workers: int = 1, extra_env: dict[str, str] | None = None) -> None:
         (self.home / "keys").mkdir(parents=True, exist_ok=True)
         if not (self.home / "keys" / "test.key").exists():
             generate_keypair(self.home / "keys" / "test.key", self.home / "keys" / "test.pub.json")
-        await create_topics(self.bootstrap, self.prefix, partitions=self.partitions)
+        await create_topics(
+            self.bootstrap, self.prefix, partitions=self.partitions, app_id=f"{self.prefix}app"
+        )
         for _ in range(workers):
             self.add_worker(extra_env)
 
@@ -162,7 +168,7 @@ class Pipeline:
     def alive(self) -> None:
         for worker in self.workers:
             if worker.proc is not None and worker.proc.returncode is None:
-                assert worker.alive(), worker.output()[-4000:]
+                assert worker.alive(), worker.report()
 
     async def publish(self, messages: Sequence[BaseModel]) -> None:
         by_topic: dict[str, list[tuple[bytes | None, bytes | None]]] = {}
