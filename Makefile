@@ -18,21 +18,25 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)  ## create .venv and install the project with its dev extras
 
-up: venv  ## start Kafka and FerretDB on 127.0.0.1 (idempotent; builds/fetches on first use)
+up: venv  ## start Kafka, PostgreSQL and FerretDB on 127.0.0.1 (idempotent; installs/builds on first use)
 	@bash ops/kafka.sh start
+	@if [ "$${FERRETDB_BACKEND:-postgresql}" = postgresql ]; then bash ops/postgres.sh start; fi
 	@bash ops/ferretdb.sh start
 
-down:  ## stop the demo workers, Kafka and FerretDB (by pid; safe to call twice)
+down:  ## stop the demo workers, Kafka, FerretDB and PostgreSQL (by pid; safe to call twice)
 	@bash ops/demo.sh stop
 	@bash ops/ferretdb.sh stop
+	@bash ops/postgres.sh stop
 	@bash ops/kafka.sh stop
 
 status:  ## show what is running
 	-@bash ops/kafka.sh status
+	-@bash ops/postgres.sh status
 	-@bash ops/ferretdb.sh status
 
 logs:  ## tail the service logs
 	-@bash ops/kafka.sh logs 40
+	-@bash ops/postgres.sh logs 40
 	-@bash ops/ferretdb.sh logs 40
 
 test: up promtool  ## the test suite, unit and integration, against the real services
