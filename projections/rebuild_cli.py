@@ -2,7 +2,8 @@
 
 DESIGN.md §6: a rebuild writes new collections (a fresh prefix, ``rb<UTC timestamp>_``) by folding every
 projected topic (``agents.projector.PROJECTED``) from its first offset with the very same fold the live
-projector uses, then flips the active-projection pointer (``MongoStore.switch_to``). The live projector
+projector uses, in memory (``MemoryStore``), bulk-loads the result with unordered inserts (nobody else writes
+those collections, so no per-document guard is needed: ``MongoStore.load_memory``), then flips the active-projection pointer (``MongoStore.switch_to``). The live projector
 notices the pointer within seconds and continues from the rebuild's checkpoints (same group name), so no
 record is lost between the end of the rebuild and the switch.
 
@@ -171,7 +172,7 @@ async def rebuild(
 
     from agents.projector import PROJECTED, positioned, projector_group
     from projections.mongo_store import MongoStore, active_prefix
-    from projections.store import Projector
+    from projections.store import MemoryStore, Projector
 
     client: MongoClient[dict[str, Any]] = MongoClient(
         settings.mongo_url, tz_aware=True, serverSelectionTimeoutMS=10_000
@@ -212,8 +213,9 @@ async def rebuild(
                 return report
 
             store = MongoStore(client, settings.mongo_db, target)
-            await asyncio.to_thread(store.ensure_indexes)
-            projector = Projector(store, projector_group(settings), window_seconds=settings.window_seconds)
+            # Fold in memory with the live projector's fold, then bulk-load the result (load_memory).
+            memory = MemoryStore()
+            projector = Projector(memory, projector_group(settings), window_seconds=settings.window_seconds)
             consumer.assign(parts)
             await consumer.seek_to_beginning(*parts)
             bar = _bar(report.total, progress)
@@ -253,6 +255,7 @@ async def rebuild(
                     bar.update(count)
             finally:
                 bar.close()
+            await asyncio.to_thread(store.load_memory, memory)
             report.seconds = time.perf_counter() - started
         finally:
             await consumer.stop()
