@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv up down status logs test test-scaleout test-unit lint run worker bench schemas clean promtool
+.PHONY: help venv up down status logs test test-scaleout test-unit lint run worker bench soak-mongo schemas clean promtool
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -63,6 +63,9 @@ run: up  ## the demo: services, workers and a small feed of real files (ops/demo
 bench: up  ## benchmarks (not part of make test); writes bench/RESULTS.md
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) -m bench.run
+
+soak-mongo: up  ## the projector under load with a 20,000-statement VEX doc and 500 advisories (SOAK_SECONDS=600 for the full 10 min)
+	$(PY) -m bench.soak_mongo
 
 schemas: venv  ## regenerate schemas/json from the models
 	$(PY) -m schemas.export

@@ -86,7 +86,7 @@ def test_the_store_writes_a_large_batch_in_bounded_commands(db: Database[dict[st
     store.ensure_indexes()
     updates = [_update(f"j{i:04d}", offset) for offset in (1, 2) for i in range(1000)]
     store.apply_documents(updates)
-    assert MAX_WRITES_PER_COMMAND <= 40  # under the unpatched server's PostgreSQL pool
+    assert MAX_WRITES_PER_COMMAND * 5 < 50  # five clients under the unpatched server's PostgreSQL pool
     assert store.get("jobs", "j0999") == {
         "_id": "j0999",
         "status": "s2",
