@@ -104,9 +104,11 @@ async def soak() -> dict[str, Any]:
     report: dict[str, Any] = {"seconds": SECONDS, "advisories_per_round": ADVISORIES, "vex": VEX_STATEMENTS}
     probes: list[float] = []
     try:
+        PHASE["now"] = "inventories"
         await pipe.start()
         await pipe.publish(inventories())
         await pipe.settle(timeout=300, min_jobs=1)
+        PHASE["now"] = "load"
         started = time.monotonic()
         rounds = 0
         while time.monotonic() - started < SECONDS:
@@ -124,8 +126,10 @@ async def soak() -> dict[str, Any]:
                 await asyncio.sleep(2)
         report["rounds"] = rounds
         report["load_seconds"] = round(time.monotonic() - started, 1)
+        PHASE["now"] = "settle"
         await pipe.settle(timeout=900, quiet=10)
         report["settled_after_s"] = round(time.monotonic() - started, 1)
+        PHASE["now"] = "read models complete"
         report["projected_after_s"] = round(await projected(pipe, db) - started, 1)
         report["jobs"] = db.jobs.count_documents({})
         report["probe_max_s"] = round(max(probes, default=0.0), 3)
@@ -154,11 +158,15 @@ async def projected(pipe: Pipeline, db: Any, timeout: float = 300.0) -> float:
     raise AssertionError(f"{len(missing)} job(s) not (fully) projected, e.g. {sorted(missing)[:3]}")
 
 
+PHASE = {"now": "start"}
+
+
 def main() -> int:
     try:
         report = asyncio.run(soak())
     except AssertionError as exc:
-        print(json.dumps({"ok": False, "error": str(exc)[:4000]}))
+        text = str(exc)
+        print(json.dumps({"ok": False, "phase": PHASE["now"], "error": text[:800] + " ... " + text[-1500:]}))
         return 1
     print(json.dumps(report))
     return 0

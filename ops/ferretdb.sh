@@ -58,7 +58,7 @@ start() {
   build
   mkdir -p "$DATA_DIR/sqlite" "$DATA_DIR/logs"
   if [ "$FERRETDB_BACKEND" = postgresql ]; then
-    bash "$OPS_DIR/postgres.sh" status >/dev/null || die "PostgreSQL is not running on $PG_HOST:$PG_PORT (bash ops/postgres.sh start)"
+    bash "$OPS_DIR/postgres.sh" database   # dies with a hint when PostgreSQL is not answering
   fi
   log "starting FerretDB $FERRETDB_VERSION ($FERRETDB_BACKEND backend) on $MONGO_HOST:$MONGO_PORT"
   # shellcheck disable=SC2046  # backend_args prints separate words without spaces inside them

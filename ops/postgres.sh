@@ -2,6 +2,7 @@
 # PostgreSQL 15 (Debian's) as the project's own cluster under run/, the storage of FerretDB (ops/ferretdb.sh).
 #   ops/postgres.sh install   apt-get install postgresql when its binaries are missing
 #   ops/postgres.sh start     install, initdb once, start on $PG_HOST:$PG_PORT, create FerretDB's role/database
+#   ops/postgres.sh database  create FerretDB's role and database ($PG_USER, $PG_DB) when missing
 #   ops/postgres.sh stop | status | logs
 # PostgreSQL refuses to run as root, so as root the server runs as $PG_OS_USER (created when missing);
 # as any other user it runs as that user.
@@ -89,19 +90,28 @@ start() {
   as_pg "$PG_BIN/pg_isready" -q -h "$PG_HOST" -p "$PG_PORT" || { tail -30 "$LOG_FILE" >&2; die "postgres did not answer within 60 s"; }
   # The pid file must name the postmaster itself (runuser may fork), so `stop` signals the right process.
   head -1 "$DATA_DIR/postmaster.pid" > "$PID_FILE"
+  database
+  log "postgres is answering"
+}
+
+# database: FerretDB's role and database ($PG_USER, $PG_DB) on the running server, created when missing.
+# A second FerretDB (bench/e2e.py's replay server) gets a database of its own on the same cluster.
+database() {
+  as_pg "$PG_BIN/pg_isready" -q -h "$PG_HOST" -p "$PG_PORT" \
+    || die "PostgreSQL is not answering on $PG_HOST:$PG_PORT (bash ops/postgres.sh start)"
   psql_admin -tAc "SELECT 1 FROM pg_roles WHERE rolname = '$PG_USER'" | grep -q 1 \
     || psql_admin -c "CREATE ROLE \"$PG_USER\" LOGIN"
   psql_admin -tAc "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'" | grep -q 1 \
     || psql_admin -c "CREATE DATABASE \"$PG_DB\" OWNER \"$PG_USER\""
-  log "postgres is answering"
 }
 
 case "${1:-}" in
   install) install ;;
   start) start ;;
+  database) database ;;
   # TERM is PostgreSQL's "smart" shutdown (waits for clients); INT is "fast": clients are cut, data is safe.
   stop) if pid_alive "$PID_FILE"; then kill -INT "$(cat "$PID_FILE")" 2>/dev/null || true; fi; stop_pid postgres "$PID_FILE" ;;
   status) if pid_alive "$PID_FILE"; then echo "postgres running (pid $(cat "$PID_FILE")) on $PG_HOST:$PG_PORT"; else echo "postgres stopped"; exit 1; fi ;;
   logs) tail -n "${2:-100}" "$LOG_FILE" ;;
-  *) echo "usage: $0 {install|start|stop|status|logs}" >&2; exit 2 ;;
+  *) echo "usage: $0 {install|start|database|stop|status|logs}" >&2; exit 2 ;;
 esac
