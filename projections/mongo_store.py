@@ -71,8 +71,9 @@ ACTIVE = "active"
 
 # Updates per write command. FerretDB 1.24.2 without our patch holds a backend connection per update of a
 # command until the command ends, from a pool of 50 (PostgreSQL) shared by every client: with 8, five
-# projector clients writing at once hold at most 45 (plus one transient each). 32 measured ~17 % faster
-# on the patched server (4 clients), but can exhaust an unpatched server's pool with two clients.
+# projector clients writing at once hold at most 45 (plus one transient each). 40 per command measured
+# about 1.3x the rate on the patched server (docs/read-models.md) but two clients could exhaust an
+# unpatched server's pool.
 MAX_WRITES_PER_COMMAND = 8
 # Documents per insert command (pymongo splits further by message size).
 MAX_INSERTS_PER_COMMAND = 1000
@@ -98,7 +99,9 @@ INDEXES: dict[str, list[list[str]]] = {
     # GET /windows sorted by window_start
     WINDOWS: [["tenant", "window_start", "_id"]],
     CURSORS: [],  # GET /cursors: whole collection by _id (one document per partition)
-    DEADLETTERS: [],  # GET /deadletters: scanned by _id pages, filtered by tenant in the API
+    # GET /deadletters: scanned by _id pages, filtered by tenant in the API (the _id index). These three
+    # serve operators' ad-hoc queries by reason, source topic and time; no code path runs them.
+    DEADLETTERS: [["reason", "_id"], ["source_topic", "_id"], ["at", "_id"]],
     # the projector's get_checkpoints(group) on assignment
     CHECKPOINTS: [["group", "_id"]],
 }
