@@ -16,8 +16,9 @@ import pytest
 from pymongo import MongoClient, UpdateOne
 from pymongo.database import Database
 
-from projections.fold import DocUpdate
+from projections.fold import Checkpoint, DocUpdate
 from projections.mongo_store import MAX_WRITES_PER_COMMAND, MongoStore, guarded_op
+from projections.store import MemoryStore
 
 pytestmark = pytest.mark.integration
 
@@ -107,3 +108,22 @@ def test_upserting_checkpoints_in_one_command_beyond_the_pool(db: Database[dict[
     ops = [UpdateOne({"_id": f"c{i}"}, {"$max": {"offset": i}}, upsert=True) for i in range(200)]
     result = db.checkpoints.bulk_write(ops, ordered=True)
     assert result.upserted_count == 200
+
+
+def test_a_rebuild_load_equals_the_guarded_writes(db: Database[dict[str, Any]]) -> None:
+    """The rebuild's bulk load (fold in memory, unordered inserts) leaves what the live projector's guarded
+    writes leave, checkpoints included."""
+    updates = [_update(f"j{i % 50:02d}", offset) for offset, i in enumerate(range(400), start=1)]
+    checkpoints = [Checkpoint("g", "jobs", 0, 400), Checkpoint("g", "jobs", 1, 7)]
+    live = MongoStore(db.client, db.name, "live_")
+    live.ensure_indexes()
+    live.apply_batch(updates, checkpoints)
+    memory = MemoryStore()
+    memory.apply_batch(updates, checkpoints)
+    loaded = MongoStore(db.client, db.name, "rb_")
+    loaded.load_memory(memory)
+    assert loaded.dump("jobs") == live.dump("jobs") == memory.dump("jobs")
+    assert list(db["rb_checkpoints"].find({}, sort=[("_id", 1)])) == list(
+        db["live_checkpoints"].find({}, sort=[("_id", 1)])
+    )
+    assert sorted(db["rb_jobs"].index_information()) == sorted(db["live_jobs"].index_information())
