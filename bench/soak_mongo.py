@@ -101,7 +101,8 @@ async def soak() -> dict[str, Any]:
     pipe = Pipeline(BOOTSTRAP, MONGO_URL, f"soak{tag}.", f"soak_{tag}", home, partitions=2)
     client: MongoClient[dict[str, Any]] = MongoClient(MONGO_URL, socketTimeoutMS=int(STALL * 1000) + 5000)
     db = client[pipe.db]
-    report: dict[str, Any] = {"seconds": SECONDS, "advisories_per_round": ADVISORIES, "vex": VEX_STATEMENTS}
+    report = REPORT
+    report.update({"seconds": SECONDS, "advisories_per_round": ADVISORIES, "vex": VEX_STATEMENTS})
     probes: list[float] = []
     try:
         PHASE["now"] = "inventories"
@@ -121,6 +122,8 @@ async def soak() -> dict[str, Any]:
             while time.monotonic() < min(round_end, started + SECONDS):
                 pipe.alive()
                 probes.append(await asyncio.to_thread(probe, db))
+                report["probe_max_s"] = round(max(probes), 3)
+                report["probes"] = len(probes)
                 if probes[-1] > STALL:
                     raise AssertionError(f"read models stalled: a probe took {probes[-1]:.1f} s")
                 await asyncio.sleep(2)
@@ -159,6 +162,7 @@ async def projected(pipe: Pipeline, db: Any, timeout: float = 300.0) -> float:
 
 
 PHASE = {"now": "start"}
+REPORT: dict[str, Any] = {}  # filled as the soak goes, printed on failure too
 
 
 def main() -> int:
@@ -166,7 +170,8 @@ def main() -> int:
         report = asyncio.run(soak())
     except AssertionError as exc:
         text = str(exc)
-        print(json.dumps({"ok": False, "phase": PHASE["now"], "error": text[:800] + " ... " + text[-1500:]}))
+        failed = {**REPORT, "ok": False, "phase": PHASE["now"], "error": text[:800] + " ... " + text[-1500:]}
+        print(json.dumps(failed))
         return 1
     print(json.dumps(report))
     return 0
