@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv up down status logs test test-scaleout soak test-unit lint run worker bench schemas clean promtool
+.PHONY: help venv up down status logs test test-scaleout soak test-unit lint run worker bench soak-mongo schemas clean promtool
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -18,21 +18,25 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)  ## create .venv and install the project with its dev extras
 
-up: venv  ## start Kafka and FerretDB on 127.0.0.1 (idempotent; builds/fetches on first use)
+up: venv  ## start Kafka, PostgreSQL and FerretDB on 127.0.0.1 (idempotent; installs/builds on first use)
 	@bash ops/kafka.sh start
+	@if [ "$${FERRETDB_BACKEND:-postgresql}" = postgresql ]; then bash ops/postgres.sh start; fi
 	@bash ops/ferretdb.sh start
 
-down:  ## stop the demo workers, Kafka and FerretDB (by pid; safe to call twice)
+down:  ## stop the demo workers, Kafka, FerretDB and PostgreSQL (by pid; safe to call twice)
 	@bash ops/demo.sh stop
 	@bash ops/ferretdb.sh stop
+	@bash ops/postgres.sh stop
 	@bash ops/kafka.sh stop
 
 status:  ## show what is running
 	-@bash ops/kafka.sh status
+	-@bash ops/postgres.sh status
 	-@bash ops/ferretdb.sh status
 
 logs:  ## tail the service logs
 	-@bash ops/kafka.sh logs 40
+	-@bash ops/postgres.sh logs 40
 	-@bash ops/ferretdb.sh logs 40
 
 test: up promtool  ## the test suite, unit and integration, against the real services
@@ -64,6 +68,9 @@ run: up  ## the demo: services, workers and a small feed of real files (ops/demo
 bench: up  ## benchmarks (not part of make test); writes bench/RESULTS.md
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) -m bench.run
+
+soak-mongo: up  ## the projector under load with a 20,000-statement VEX doc and 500 advisories (SOAK_SECONDS=600 for the full 10 min)
+	$(PY) -m bench.soak_mongo
 
 schemas: venv  ## regenerate schemas/json from the models
 	$(PY) -m schemas.export

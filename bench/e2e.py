@@ -151,6 +151,8 @@ def replay_server(action: str) -> str:
         "RUN_DIR": str(common.RUN_DIR / "replay-ferretdb"),
         "MONGO_PORT": str(REPLAY_PORT),
         "MONGO_URL": f"mongodb://127.0.0.1:{REPLAY_PORT}/",
+        # Its own PostgreSQL database on the cluster `make up` started (two FerretDBs must not share one).
+        "PG_DB": "ferretdb_replay",
     }
     subprocess.run(["bash", str(common.REPO / "ops" / "ferretdb.sh"), action], env=env, check=True)
     return env["MONGO_URL"]

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from bench import common, core, e2e, fold
+from bench import common, core, e2e, fold, projector_rate
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -26,11 +26,14 @@ FULL = {
     "core": {"images": 1000, "deltas": 300, "runs": 5},
     "fold": {"images": 100, "deltas": 400, "runs": 3, "partitions": 6, "pass_count": 20_000},
     "e2e": {"images": 120, "rate": 5.0, "seconds": 6.0, "burst": 50, "runs": 3},
+    # Issue 15: 4 worker-shaped clients for 10 min (BENCH_PROJECTOR_SECONDS shortens it).
+    "store": {"clients": 4, "seconds": float(os.environ.get("BENCH_PROJECTOR_SECONDS", "600"))},
 }
 QUICK = {
     "core": {"images": 200, "deltas": 50, "runs": 3},
     "fold": {"images": 30, "deltas": 20, "runs": 1, "partitions": 6, "pass_count": 3000},
     "e2e": {"images": 10, "rate": 5.0, "seconds": 4.0, "burst": 10, "runs": 1},
+    "store": {"clients": 2, "seconds": 15.0},
 }
 
 
@@ -220,6 +223,25 @@ def render(notes: list[str]) -> str:
                 + (f"; then stopped: {e['replay_error'][:60]}" if e.get("replay_error") else ""),
             ),
         ]
+    st = _load("store")
+    if st:
+        p, r = st["projector"], st["rebuild"]
+        rows += [
+            (
+                "6 read models",
+                f"projector: guarded updates/s, {p['clients']} worker-shaped clients, {p['seconds']:.0f} s"
+                " (`MongoStore.apply_batch`, 40 updates + 2 checkpoints per batch)",
+                f"**{p['guarded_updates_per_s']:,}**; batches > 1 s: {p['batches_over_1s']} of {p['batches']},"
+                f" slowest {p['slowest_batch_s']} s, p99 {p['batch_p99_s']} s",
+            ),
+            (
+                "6 read models",
+                f"rebuild write path: {r['events']:,} events folded in memory + bulk load of"
+                f" {r['documents']:,} documents, events/s (load alone vs raw `insert_many`)",
+                f"**{r['rebuild_events_per_s']:,}**; load {r['load_docs_per_s']:,} docs/s ="
+                f" {r['load_ratio_vs_raw']}x raw {r['raw_insert_docs_per_s']:,} docs/s",
+            ),
+        ]
     lines += ["## Results", "", "| section | figure | median (min to max) |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {v} |" for a, b, v in rows]
     lines += ["", "## Settings", ""]
@@ -253,7 +275,7 @@ async def main_async(args: argparse.Namespace) -> None:
     m["started"] = datetime.now(UTC).isoformat(timespec="seconds")
     m["config"] = cfg
     _write("machine", m)
-    sections = args.only.split(",") if args.only else ["core", "fold", "e2e"]
+    sections = args.only.split(",") if args.only else ["core", "fold", "e2e", "store"]
     if "core" in sections:
         print("== 1 pure core", flush=True)
         _write("core", core.run(**cfg["core"]))
@@ -263,6 +285,11 @@ async def main_async(args: argparse.Namespace) -> None:
     if "e2e" in sections:
         print("== 4/5 end to end and replay", flush=True)
         _write("e2e", await e2e.run(**cfg["e2e"]))
+    if "store" in sections:
+        print("== 6 read models: projector write rate, rebuild write path", flush=True)
+        st = cfg["store"]
+        projector = projector_rate.measure(common.MONGO_URL, int(st["clients"]), float(st["seconds"]))
+        _write("store", {"projector": projector, "rebuild": projector_rate.rebuild_rate(common.MONGO_URL)})
     if args.profile:
         print("== profiles", flush=True)
         wl = fold.workload(cfg["fold"]["images"], cfg["fold"]["deltas"])
@@ -276,7 +303,7 @@ async def main_async(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of the harness")
-    parser.add_argument("--only", help="comma-separated sections: core,fold,e2e")
+    parser.add_argument("--only", help="comma-separated sections: core,fold,e2e,store")
     parser.add_argument("--profile", action="store_true", help="also profile our fold app and the peer")
     parser.add_argument("--render-only", action="store_true", help="rewrite RESULTS.md from results/*.json")
     args = parser.parse_args(argv)

@@ -1,8 +1,10 @@
 """``stella-sched rebuild``: rebuild the MongoDB read models from offset 0 into new collections, then switch.
 
-docs/architecture.md §6: a rebuild writes new collections (a fresh prefix, ``rb<UTC timestamp>_``) by folding every
-projected topic (``projections.topics.PROJECTED``) from its first offset with the very same fold the live
-projector uses, then flips the active-projection pointer (``MongoStore.switch_to``). The live projector
+docs/architecture.md §6: a rebuild writes new collections (a fresh prefix, ``rb<UTC timestamp>_``) by folding
+every projected topic (``projections.topics.PROJECTED``) from its first offset with the very same fold the live
+projector uses, in memory (``MemoryStore``), bulk-loads the result with unordered inserts (nobody else writes
+those collections, so no per-document guard is needed: ``MongoStore.load_memory``), then flips the
+active-projection pointer (``MongoStore.switch_to``). The live projector
 notices the pointer within seconds and continues from the rebuild's checkpoints (same group name), so no
 record is lost between the end of the rebuild and the switch.
 
@@ -170,7 +172,7 @@ async def rebuild(
     from pymongo.errors import PyMongoError
 
     from projections.mongo_store import MongoStore, active_prefix
-    from projections.store import Projector
+    from projections.store import MemoryStore, Projector
     from projections.topics import PROJECTED, positioned, projector_group
 
     client: MongoClient[dict[str, Any]] = MongoClient(
@@ -212,8 +214,9 @@ async def rebuild(
                 return report
 
             store = MongoStore(client, settings.mongo_db, target)
-            await asyncio.to_thread(store.ensure_indexes)
-            projector = Projector(store, projector_group(settings), window_seconds=settings.window_seconds)
+            # Fold in memory with the live projector's fold, then bulk-load the result (load_memory).
+            memory = MemoryStore()
+            projector = Projector(memory, projector_group(settings), window_seconds=settings.window_seconds)
             consumer.assign(parts)
             await consumer.seek_to_beginning(*parts)
             bar = _bar(report.total, progress)
@@ -253,6 +256,7 @@ async def rebuild(
                     bar.update(count)
             finally:
                 bar.close()
+            await asyncio.to_thread(store.load_memory, memory)
             report.seconds = time.perf_counter() - started
         finally:
             await consumer.stop()

@@ -35,3 +35,14 @@ stop_pid() {
 
 # port_open HOST PORT
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# FerretDB's storage: PostgreSQL (the project's own cluster, ops/postgres.sh) unless FERRETDB_BACKEND=sqlite.
+FERRETDB_BACKEND="${FERRETDB_BACKEND:-postgresql}"
+PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
+PG_HOST="${PG_HOST:-127.0.0.1}"
+PG_PORT="${PG_PORT:-5433}"
+PG_USER="${PG_USER:-ferretdb}"      # database role FerretDB connects as (trust auth on 127.0.0.1 only)
+PG_DB="${PG_DB:-ferretdb}"
+PG_OS_USER="${PG_OS_USER:-postgres}" # PostgreSQL refuses to run as root; this unprivileged user runs it
+# FerretDB's pool (its default is 50); PG's max_connections (ops/postgres.sh) leaves room above it.
+PG_POOL_MAX="${PG_POOL_MAX:-50}"

