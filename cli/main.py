@@ -28,6 +28,7 @@ EXTERNAL: dict[str, tuple[str, str, bool, str]] = {
     "tail": ("cli.consume", "main", True, "follow signed completion events, verifying each"),
     "query": ("cli.consume", "main", True, "read the MongoDB read models (runs, jobs, images, ...)"),
     "deadletter": ("cli.deadletter", "main", False, "list, show and replay dead letters"),
+    "audit": ("cli.audit", "main", False, "verify, export and prove the hash-chained audit ledger"),
 }
 
 TOP_EPILOG = """\

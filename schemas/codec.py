@@ -49,6 +49,7 @@ TOMBSTONE_TOPICS = frozenset({"inventory"})
 def _extra_models() -> dict[str, tuple[type[BaseModel], ...]]:
     # Internal topics that carry more than one message type; the `schema` field picks the model.
     from schemas.messages import ImageRemoved, Inventory, JobAttempt, JobCancel, RuntimeEvent, Tick
+    from streams.audit.ledger import AuditFact
     from streams.runs import JobStarted, RunCancelRequested, RunPlanned
 
     return {
@@ -56,6 +57,7 @@ def _extra_models() -> dict[str, tuple[type[BaseModel], ...]]:
         "catalog-updates": (Inventory, ImageRemoved, RuntimeEvent),
         "job-attempts": (JobAttempt, JobCancel, Tick),
         "run-inputs": (RunPlanned, JobCommand, JobStarted, JobResult, RunCancelRequested),
+        "audit-facts": (AuditFact,),
     }
 
 

@@ -170,7 +170,7 @@ def _check_chain(tenant: str, records: Sequence[Record], start: int) -> _Chain:
     return chain
 
 
-def _open_snapshot(record: Record, trusted: Mapping[str, Any]) -> tuple[AuditSnapshot | None, str]:
+def open_snapshot(record: Record, trusted: Mapping[str, Any]) -> tuple[AuditSnapshot | None, str]:
     result = verify_envelope(record.doc, trusted, payload_type=SNAPSHOT_PAYLOAD_TYPE)
     if not result.ok:
         return None, f"{result.error}: {result.detail}"
@@ -205,7 +205,7 @@ def _check_snapshots(
     tenant = report.tenant
     by_index: dict[int, tuple[str, AuditSnapshot]] = {}
     for record in records:
-        snapshot, error = _open_snapshot(record, trusted)
+        snapshot, error = open_snapshot(record, trusted)
         if snapshot is None:
             report.problems.append(Problem(tenant, "bad-signature", None, record.location, error))
             return
