@@ -162,38 +162,36 @@ async def read_topics(bootstrap: str, prefix: str, *, quiet: bool) -> list[Recor
     """Every record of `audit` then `audit-snapshots`, up to the end offsets seen at the start."""
     from cli.kafka_io import consumer, partitions_of
 
-    out: list[Record] = []
+    kinds = {prefix + "audit": "entry", prefix + "audit-snapshots": "snapshot"}
     async with consumer(bootstrap) as client:
-        for logical, kind in (("audit", "entry"), ("audit-snapshots", "snapshot")):
-            topic = prefix + logical
-            parts = await partitions_of(client, topic)
-            client.assign(parts)
-            await client.seek_to_beginning(*parts)
-            begin = await client.beginning_offsets(parts)
-            end = await client.end_offsets(parts)
-            total = sum(end[tp] - begin[tp] for tp in parts)
-            bar = _bar(total, logical, quiet)
-            remaining = {tp for tp in parts if end[tp] > begin[tp]}
-            by_part: dict[int, list[Record]] = {tp.partition: [] for tp in parts}
-            while remaining:
-                batch = await client.getmany(*remaining, timeout_ms=1000, max_records=2000)
-                for tp, records in batch.items():
-                    for r in records:
-                        if r.offset >= end[tp]:
-                            continue
-                        try:
-                            doc: Any = orjson.loads(r.value) if r.value is not None else None
-                        except orjson.JSONDecodeError:
-                            doc = None
-                        by_part[tp.partition].append(Record(f"{topic}/{r.partition}@{r.offset}", kind, doc))  # type: ignore[arg-type]
-                        bar.update(1)
-                for tp in list(remaining):
-                    if await client.position(tp) >= end[tp]:
-                        remaining.discard(tp)
-            bar.close()
-            for partition in sorted(by_part):
-                out += by_part[partition]
-    return out
+        # Partitions of both topics before any assign(): an assigned consumer only refreshes the
+        # metadata of the topics it is assigned.
+        parts = [tp for topic in kinds for tp in await partitions_of(client, topic)]
+        client.assign(parts)
+        await client.seek_to_beginning(*parts)
+        begin = await client.beginning_offsets(parts)
+        end = await client.end_offsets(parts)
+        bar = _bar(sum(end[tp] - begin[tp] for tp in parts), "audit", quiet)
+        remaining = {tp for tp in parts if end[tp] > begin[tp]}
+        by_part: dict[Any, list[Record]] = {tp: [] for tp in parts}
+        while remaining:
+            batch = await client.getmany(*remaining, timeout_ms=1000, max_records=2000)
+            for tp, records in batch.items():
+                for r in records:
+                    if r.offset >= end[tp]:
+                        continue
+                    try:
+                        doc: Any = orjson.loads(r.value) if r.value is not None else None
+                    except orjson.JSONDecodeError:
+                        doc = None
+                    kind: Any = kinds[tp.topic]
+                    by_part[tp].append(Record(f"{tp.topic}/{r.partition}@{r.offset}", kind, doc))
+                    bar.update(1)
+            for tp in list(remaining):
+                if await client.position(tp) >= end[tp]:
+                    remaining.discard(tp)
+        bar.close()
+    return [record for tp in parts for record in by_part[tp]]
 
 
 def _bar(total: int, desc: str, quiet: bool) -> Any:
