@@ -42,6 +42,7 @@ from streams.audit.ledger import (
 from streams.guard import Guarded, source_of
 from streams.guard import decode as unguard
 from streams.guard import encode as encode_guarded
+from streams.runs import JobStarted
 
 log = logging.getLogger("stella.audit")
 LIFECYCLE_TOPICS = (
@@ -83,6 +84,8 @@ def register(pipe: Pipeline, key: SigningKey, config: AuditConfig | None = None)
             result = decode(pipe.logical_of(event), event.key, event.value, settings.max_message_bytes)
             if not isinstance(result, Decoded) or result.model is None:
                 return
+            if result.topic == "run-inputs" and not isinstance(result.model, JobStarted):
+                return  # its job commands and results are read from their own topics
             facts = facts_of(result.model)
             if facts:
                 await publish([pipe.out("audit-facts", f.tenant, f) for f in facts])

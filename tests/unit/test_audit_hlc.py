@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.audit.hlc import LOGICAL_MAX, Hlc, HlcError, key, receive, tick
@@ -11,6 +11,7 @@ from streams.audit.hlc import LOGICAL_MAX, Hlc, HlcError, key, receive, tick
 clock = st.integers(min_value=0, max_value=2**45)
 
 
+@settings(deadline=None)
 @given(st.lists(clock, min_size=1, max_size=200))
 def test_tick_is_strictly_monotonic_whatever_the_clock_does(readings: list[int]) -> None:
     last: Hlc | None = None
@@ -38,6 +39,7 @@ def test_logical_overflow_advances_physical() -> None:
     assert (merged.physical_ms, merged.logical) == (5001, 0)
 
 
+@settings(deadline=None)
 @given(
     st.lists(
         st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from(["local", "send"]), clock),
@@ -65,6 +67,7 @@ def test_concurrent_nodes_preserve_causality(steps: list[tuple[str, str, int]], 
         state[node] = stamp
 
 
+@settings(deadline=None)
 @given(
     clock,
     st.integers(min_value=0, max_value=LOGICAL_MAX),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.audit.merkle import (
@@ -33,6 +33,7 @@ def test_leaf_cannot_pose_as_node() -> None:
     assert root([a, b]) != root([leaf_hash(a + b)])
 
 
+@settings(deadline=None)
 @given(leaves, st.data())
 def test_every_inclusion_proof_verifies(tree: list[bytes], data: st.DataObject) -> None:
     index = data.draw(st.integers(min_value=0, max_value=len(tree) - 1))
@@ -41,6 +42,7 @@ def test_every_inclusion_proof_verifies(tree: list[bytes], data: st.DataObject) 
     assert len(proof) <= max(1, (len(tree) - 1).bit_length())
 
 
+@settings(deadline=None)
 @given(leaves, st.data())
 def test_a_proof_does_not_verify_another_leaf_or_position(tree: list[bytes], data: st.DataObject) -> None:
     index = data.draw(st.integers(min_value=0, max_value=len(tree) - 1))
