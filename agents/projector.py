@@ -43,6 +43,8 @@ PROJECTED = (
     # Not folded into documents, but checkpointed: the API's read-your-writes (`min_position`) waits on the
     # projector having passed the position a recheck (or runtime event) write produced.
     "rechecks",
+    # The audit ledger's signed snapshots (docs/audit-ledger.md).
+    "audit-snapshots",
 )
 
 

@@ -42,6 +42,7 @@ TOPIC_MODELS: dict[str, type[BaseModel]] = {
     "deadletter": DeadLetter,
     "cursors": CursorUpdate,
     "events.signed": SignedEnvelope,
+    "audit-snapshots": SignedEnvelope,
 }
 TOMBSTONE_TOPICS = frozenset({"inventory"})
 

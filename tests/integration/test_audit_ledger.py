@@ -89,6 +89,16 @@ async def test_audit_ledger_survives_sigkill_and_names_tampering(
         assert set(tenants) == {"acme", "beta"}
         assert all(t["snapshots"] >= 1 and t["entries"] >= 3 for t in tenants.values())
 
+        # the snapshots' read model: one document per tenant and index (the projector may lag)
+        total = sum(t["snapshots"] for t in tenants.values())
+        for _ in range(120):
+            if pipe.mongo().audit_snapshots.count_documents({}) >= total:
+                break
+            await asyncio.sleep(1.0)
+        docs = {d["_id"]: d for d in pipe.mongo().audit_snapshots.find()}
+        assert len(docs) == total, sorted(docs)
+        assert {d["tenant"] for d in docs.values()} == {"acme", "beta"}
+
         # every job the read models know is chained
         code, out, err = await asyncio.to_thread(
             audit, pipe, "verify", "--public-keys", str(keys), "--check-read-models"
