@@ -140,6 +140,9 @@ class Pipeline:
             "STELLA_WEB_PORT": "0",
             "STELLA_SIGNING_KEY_FILE": str(self.home / "keys" / "test.key"),
             "STELLA_LOG_LEVEL": "INFO",
+            # No wall-clock sealing of audit batches unless a test asks: its late records would land
+            # after a test has taken its snapshot of the topics (tests/integration/test_audit_ledger.py).
+            "STELLA_AUDIT_SEAL_SECONDS": "86400",
         }
 
     async def start(self, workers: int = 1, extra_env: dict[str, str] | None = None) -> None:
