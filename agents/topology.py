@@ -53,6 +53,10 @@ def topics(prefix: str = "", partitions: int | None = None) -> list[TopicSpec]:
         TopicSpec(f"{p}cursors", "source", n),
         TopicSpec(f"{p}events.signed", "tenant/subject", n),
         TopicSpec(f"{p}deadletter", "source topic", n, FOREVER),
+        # the audit ledger (docs/audit-ledger.md): facts re-keyed by tenant, the chains, their snapshots
+        TopicSpec(f"{p}audit-facts", "tenant", n),
+        TopicSpec(f"{p}audit", "tenant", n, FOREVER),
+        TopicSpec(f"{p}audit-snapshots", "tenant", n, FOREVER),
     ]
 
 
@@ -70,6 +74,8 @@ TABLES = (
     "queue",
     "last-results",
     "runs",
+    "audit-chains",
+    "audit-seen",
 )
 
 

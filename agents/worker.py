@@ -15,6 +15,7 @@ from typing import Any
 import faust
 
 from agents import (
+    audit_stage,
     index_stage,
     ingest_stage,
     job_stage,
@@ -65,7 +66,9 @@ def build(settings: Settings) -> Pipeline:
     index_stage.register(pipe)
     tenant_stage.register(pipe)
     run_stage.register(pipe)
-    signer_stage.register(pipe, signing_key(settings))
+    key = signing_key(settings)
+    signer_stage.register(pipe, key)
+    audit_stage.register(pipe, key)
 
     knowledge = KnowledgeView(settings)
     executor = make_executor(settings, knowledge)

@@ -48,6 +48,7 @@ COMMANDS: dict[str, Command] = {
     "tail": Command("cli.consume", "follow signed completion events, verifying each", True, True),
     "query": Command("cli.consume", "read the MongoDB read models (runs, jobs, images, ...)", True, True),
     "deadletter": Command("cli.deadletter", "list, show and replay dead letters", own_parser=True),
+    "audit": Command("cli.audit", "verify, export and prove the hash-chained audit ledger", own_parser=True),
 }
 
 TOP_EPILOG = """\

@@ -34,6 +34,7 @@ so they sort and compare the same in MongoDB and in memory.
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -41,6 +42,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from schemas.audit import AuditSnapshot
 from schemas.canonical import dumps, format_time
 from schemas.messages import (
     TERMINAL_RUN_STATES,
@@ -55,9 +57,11 @@ from schemas.messages import (
     PolicyChange,
     RunEvent,
     RuntimeEvent,
+    SignedEnvelope,
     SlaBreach,
     VexStatement,
 )
+from streams.audit.ledger import SNAPSHOT_PAYLOAD_TYPE
 
 RUNS = "runs"
 JOBS = "jobs"
@@ -65,7 +69,8 @@ IMAGES = "images"
 WINDOWS = "windows"
 CURSORS = "cursors"
 DEADLETTERS = "deadletters"
-COLLECTIONS: tuple[str, ...] = (RUNS, JOBS, IMAGES, WINDOWS, CURSORS, DEADLETTERS)
+AUDIT_SNAPSHOTS = "audit_snapshots"
+COLLECTIONS: tuple[str, ...] = (RUNS, JOBS, IMAGES, WINDOWS, CURSORS, DEADLETTERS, AUDIT_SNAPSHOTS)
 POS = "_pos"
 # What a job document says before its result arrives. Every non-owner that may create a job document seeds
 # exactly this, so which of them came first cannot show.
@@ -512,6 +517,20 @@ def _fold_cursor(msg: CursorUpdate, pos: Position) -> list[DocUpdate]:
     return [_cursor(msg.source, part, msg.last_id, msg.modified, offset, pos)]
 
 
+def _fold_audit_snapshot(envelope: SignedEnvelope, pos: Position) -> list[DocUpdate]:
+    """The audit ledger's signed snapshots, one document per tenant and index (docs/audit-ledger.md).
+    Stored as published, envelope included: the read model lists them; `audit verify` checks them."""
+    if envelope.payloadType != SNAPSHOT_PAYLOAD_TYPE:
+        return []
+    try:
+        snapshot = AuditSnapshot.model_validate_json(base64.b64decode(envelope.payload, validate=True))
+    except ValueError:
+        return []
+    data = {**_dump(snapshot), "envelope": envelope.model_dump(mode="json")}
+    doc_id = f"{snapshot.tenant}/{snapshot.index}"
+    return [DocUpdate(AUDIT_SNAPSHOTS, doc_id, pos.source, pos.offset, set=data)]
+
+
 def fold(message: object, pos: Position, *, window_seconds: int = 30) -> list[DocUpdate]:
     """Document updates for one message at ``pos``; messages no read model needs give ``[]``."""
     if isinstance(message, RunEvent):
@@ -541,6 +560,8 @@ def fold(message: object, pos: Position, *, window_seconds: int = 30) -> list[Do
     if isinstance(message, PolicyChange):
         last = f"{message.tenant}/{message.policy_id}@{message.revision}"
         return [_cursor("policy", pos.source, last, message.activated_at, pos.offset, pos)]
+    if isinstance(message, SignedEnvelope):
+        return _fold_audit_snapshot(message, pos)
     return []
 
 

@@ -48,12 +48,14 @@ TOPIC_MODELS: dict[str, type[BaseModel]] = {
     "deadletter": DeadLetter,
     "cursors": CursorUpdate,
     "events.signed": SignedEnvelope,
+    "audit-snapshots": SignedEnvelope,
 }
 TOMBSTONE_TOPICS = frozenset({"inventory"})
 
 
 def _extra_models() -> dict[str, tuple[type[BaseModel], ...]]:
     # Internal topics that carry more than one message type; the `schema` field picks the model.
+    from schemas.audit import AuditFact
     from schemas.messages import (
         ImageRemoved,
         Inventory,
@@ -71,6 +73,7 @@ def _extra_models() -> dict[str, tuple[type[BaseModel], ...]]:
         "catalog-updates": (Inventory, ImageRemoved, RuntimeEvent),
         "job-attempts": (JobAttempt, JobCancel, Tick),
         "run-inputs": (RunPlanned, JobCommand, JobStarted, JobResult, RunCancelRequested),
+        "audit-facts": (AuditFact,),
     }
 
 

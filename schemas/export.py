@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from schemas.audit import AUDIT_MODELS
 from schemas.messages import ALL_MODELS, schema_id_of
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "json"
@@ -29,7 +30,7 @@ def render(model: type[BaseModel]) -> str:
 
 
 def render_all() -> dict[str, str]:
-    return {file_name(m): render(m) for m in ALL_MODELS}
+    return {file_name(m): render(m) for m in (*ALL_MODELS, *AUDIT_MODELS)}
 
 
 def drift(expected: dict[str, str], present: dict[str, str]) -> list[str]:

@@ -145,6 +145,9 @@ class Pipeline:
             "STELLA_LOG_LEVEL": "INFO",
             # 2: also every fetch and delivery (agents/rewind.py diagnostics), e.g. STELLA_TEST_TRACE=2
             "STELLA_TRACE_RECORDS": os.environ.get("STELLA_TEST_TRACE", "1") if self.trace else "0",
+            # No wall-clock sealing of audit batches unless a test asks: its late records would land
+            # after a test has taken its snapshot of the topics (tests/integration/test_audit_ledger.py).
+            "STELLA_AUDIT_SEAL_SECONDS": "86400",
         }
 
     async def start(self, workers: int = 1, extra_env: dict[str, str] | None = None) -> None:

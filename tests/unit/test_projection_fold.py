@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from projections.fold import (
+    AUDIT_SNAPSHOTS,
     COLLECTIONS,
     CURSORS,
     DEADLETTERS,
@@ -452,7 +453,7 @@ def test_memory_pagination_is_deterministic() -> None:
 
 
 def test_collections_are_known() -> None:
-    assert set(COLLECTIONS) == {RUNS, JOBS, IMAGES, WINDOWS, CURSORS, DEADLETTERS}
+    assert set(COLLECTIONS) == {RUNS, JOBS, IMAGES, WINDOWS, CURSORS, DEADLETTERS, AUDIT_SNAPSHOTS}
 
 
 # ---------------------------------------------------------------- images: inventory and runtime
