@@ -28,6 +28,7 @@ EXTERNAL: dict[str, tuple[str, str, bool, str]] = {
     "tail": ("cli.consume", "main", True, "follow signed completion events, verifying each"),
     "query": ("cli.consume", "main", True, "read the MongoDB read models (runs, jobs, images, ...)"),
     "deadletter": ("cli.deadletter", "main", False, "list, show and replay dead letters"),
+    "schedules": ("cli.schedules", "main", False, "cron sweeps: next fire times, schedules, catch-up"),
 }
 
 TOP_EPILOG = """\
