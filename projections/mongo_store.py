@@ -45,6 +45,8 @@ from projections.fold import (
     JOBS,
     POS,
     RUNS,
+    SCHEDULE_RUNS,
+    SCHEDULES,
     WINDOWS,
     Checkpoint,
     Document,
@@ -66,6 +68,8 @@ INDEXES: dict[str, list[list[str]]] = {
     WINDOWS: [["tenant", "window_start", "_id"]],
     CURSORS: [],
     DEADLETTERS: [["reason", "_id"], ["source_topic", "_id"], ["at", "_id"]],
+    SCHEDULES: [["tenant", "_id"]],
+    SCHEDULE_RUNS: [["tenant", "schedule_id", "nominal"]],
     CHECKPOINTS: [["group", "_id"]],
 }
 

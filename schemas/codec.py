@@ -25,6 +25,8 @@ from schemas.messages import (
     JobCommand,
     JobResult,
     RunEvent,
+    ScheduleCommand,
+    ScheduleEvent,
     SignedEnvelope,
     SlaBreach,
     schema_id_of,
@@ -42,6 +44,8 @@ TOPIC_MODELS: dict[str, type[BaseModel]] = {
     "deadletter": DeadLetter,
     "cursors": CursorUpdate,
     "events.signed": SignedEnvelope,
+    "schedules": ScheduleCommand,
+    "schedule-events": ScheduleEvent,
 }
 TOMBSTONE_TOPICS = frozenset({"inventory"})
 

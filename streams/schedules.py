@@ -251,8 +251,8 @@ def occurrence_jobs(
     trigger: str,
     images: list[ImageMeta],
 ) -> list[JobCommand]:
-    """One job per image, through the same job builder (priority, SLA deadline, staleness rescan) as the
-    delta-driven jobs; only the ids come from the schedule's occurrence instead of a window."""
+    """One job per image, through the same job builder (priority class, SLA deadline) as the delta-driven
+    jobs; the ids come from the schedule's occurrence instead of a window, and the kind from its mode."""
     run_id = schedule_run_id(tenant, schedule_id, nominal, trigger)
     local = nominal.astimezone(zone(spec.timezone)).isoformat()
     reason = Reason(source="schedule", id=schedule_id, modified=nominal, detail=f"{trigger} {local}")
@@ -267,7 +267,9 @@ def occurrence_jobs(
             running=meta.running,
             rescan=spec.mode == "content-refresh",
             forced=spec.priority,
-            inventory_observed_at=to_epoch(meta.observed_at) if meta.observed_at else None,
+            # The schedule's mode decides the kind: the stale-inventory rule of delta jobs (a rescan, and
+            # with it an inventory reason that would lift a sweep out of its class) does not apply.
+            inventory_observed_at=None,
         )
         job = make_job(pending, nominal, timedelta(0))
         job = job.model_copy(

@@ -17,6 +17,8 @@ from projections.fold import (
     IMAGES,
     JOBS,
     RUNS,
+    SCHEDULE_RUNS,
+    SCHEDULES,
     WINDOWS,
     DocUpdate,
     Position,
@@ -451,7 +453,7 @@ def test_memory_pagination_is_deterministic() -> None:
 
 
 def test_collections_are_known() -> None:
-    assert set(COLLECTIONS) == {RUNS, JOBS, IMAGES, WINDOWS, CURSORS, DEADLETTERS}
+    assert set(COLLECTIONS) == {RUNS, JOBS, IMAGES, WINDOWS, CURSORS, DEADLETTERS, SCHEDULES, SCHEDULE_RUNS}
 
 
 # ---------------------------------------------------------------- images: inventory and runtime

@@ -393,3 +393,31 @@ def test_cli_next_json(capsys: pytest.CaptureFixture[str]) -> None:
 def test_cli_next_bad_zone(capsys: pytest.CaptureFixture[str]) -> None:
     assert schedules_cli(["next", "--cron", "0 0 * * *", "--tz", "Nowhere/Land"]) == 2
     assert "unknown time zone" in capsys.readouterr().err
+
+
+def test_stale_inventory_does_not_lift_a_sweep_out_of_background() -> None:
+    step = on_tick(created(spec()), utc(2026, 6, 1, 1), catalog(1))  # inventory observed months earlier
+    job = step.runs[0].jobs[0]
+    assert (job.kind, job.priority) == ("reevaluate", "background")
+
+
+def test_read_model_fold_of_schedule_events() -> None:
+    from projections.fold import SCHEDULE_RUNS, SCHEDULES, Position, apply_all, fold
+
+    state = created(spec("0 * * * *", missed=MissedRuns(policy="latest", grace_seconds=60)))
+    step = on_tick(state, utc(2026, 1, 1, 2, 30), catalog(2))
+    assert step.event is not None
+    rejected = on_command(None, cmd("pause", T0, sid="ghost"), None).event
+    assert rejected is not None
+    docs = apply_all({}, fold(step.event, Position("schedule-events", 0, 5)))
+    docs = apply_all(docs, fold(step.event, Position("schedule-events", 0, 5)))  # redelivery: no change
+    docs = apply_all(docs, fold(rejected, Position("schedule-events", 0, 6)))
+    doc = docs[SCHEDULES]["acme/nightly"]
+    assert (doc["status"], doc["fired_total"], doc["missed_total"]) == ("active", 1, 1)
+    assert (doc["last_fired"], doc["next_fire"]) == ("2026-01-01T02:00:00Z", "2026-01-01T03:00:00Z")
+    runs = docs[SCHEDULE_RUNS]
+    assert sorted((r["nominal"], r["fired"], r["why"], r["jobs"]) for r in runs.values()) == [
+        ("2026-01-01T01:00:00Z", False, "missed-skipped", 0),
+        ("2026-01-01T02:00:00Z", True, "missed-latest", 2),
+    ]
+    assert docs[SCHEDULES]["acme/ghost"]["last_rejected"]["why"] == "no schedule ghost"

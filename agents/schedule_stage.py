@@ -1,0 +1,97 @@
+"""The schedule shell (pure core: streams/schedules.py), part of the tenant-keyed stage.
+
+Schedule commands arrive on the `schedules` topic (key: tenant), which the tenant agent reads together with
+the catalog's topics, so a schedule's table entry (key ``tenant/schedule id``) sits in the same partition as
+the tenant's catalog it selects from. Firing rides on the tenant stage's ticks: each tick carries the wall
+clock instant it was sent at and reaches every partition, and the schedules of that partition's tenants
+decide what is due at that instant. The wall clock decides *when*; the nominal times decide *what*
+(run and job ids), and the table's cursor makes every occurrence fire at most once.
+
+A fired occurrence's jobs leave through the tenant stage's `job_outputs`, the same path (jobs topic, run
+plan to the run stage) as every delta-driven window; a run without jobs is planned empty, so it shows up
+(completed, 0 jobs) instead of not at all. Decisions go to `schedule-events` for the read models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import faust
+
+from agents import observe
+from agents.pipeline import Pipeline
+from agents.shell import Output, apply_guarded, keys, read
+from schemas.messages import JobCommand, ScheduleCommand, Tick
+from streams.guard import decode as unguard
+from streams.runs import RunPlanned
+from streams.schedules import PlannedRun, Step, decode, due, encode, on_command, on_tick, table_key
+from streams.tenants import TenantCatalog, decode_catalog
+
+JobOutputs = Callable[[Pipeline, list[JobCommand]], list[Output]]
+
+
+class ScheduleShell:
+    def __init__(
+        self,
+        pipe: Pipeline,
+        catalog: Any,
+        job_outputs: JobOutputs,
+        partition_of: Callable[[str, int], int],
+    ) -> None:
+        self.pipe = pipe
+        self.table = pipe.table("schedules")
+        self.catalog = catalog
+        self.job_outputs = job_outputs
+        self.partition_of = partition_of
+
+    def _catalog(self, tenant: str) -> TenantCatalog | None:
+        raw = unguard(read(self.catalog, tenant)).state
+        return decode_catalog(raw) if raw else None
+
+    def _outputs(self, step: Step, planned_at: datetime) -> list[Output]:
+        jobs = [job for run in step.runs for job in run.jobs]
+        outputs = self.job_outputs(self.pipe, jobs)
+        for run in step.runs:
+            if not run.jobs:
+                outputs.append(self.pipe.out("run-inputs", run.run_id, _empty_plan(step, run)))
+        if step.event is not None:
+            outputs.append(self.pipe.out("schedule-events", step.event.tenant, step.event))
+            observe.schedule_decisions(step.event, planned_at)
+        return outputs
+
+    async def on_command(self, event: faust.EventT[Any], command: ScheduleCommand) -> None:
+        def fold(state: bytes | None) -> tuple[bytes | None, list[Output]]:
+            current = decode(state) if state else None
+            step = on_command(current, command, self._catalog(command.tenant))
+            new_state = encode(step.state) if step.state is not None else state
+            return new_state, self._outputs(step, command.at)
+
+        await apply_guarded(self.table, table_key(command.tenant, command.schedule_id), event, fold)
+
+    async def on_tick(self, event: faust.EventT[Any], tick: Tick) -> None:
+        partitions = self.pipe.settings.partitions
+        for key in sorted(keys(self.table)):
+            tenant = key.split("/", 1)[0]
+            if self.partition_of(tenant, partitions) != event.message.partition:
+                continue
+            raw = unguard(read(self.table, key)).state
+            if not raw:
+                continue
+            # Most ticks find nothing due: only then is the table written (and the changelog grown).
+            if not due(decode(raw), tick.at).decisions:
+                continue
+
+            def fold(state: bytes | None, tenant: str = tenant) -> tuple[bytes | None, list[Output]]:
+                if not state:
+                    return state, []
+                step = on_tick(decode(state), tick.at, self._catalog(tenant))
+                return (encode(step.state) if step.state else state), self._outputs(step, tick.at)
+
+            await apply_guarded(self.table, key, event, fold)
+
+
+def _empty_plan(step: Step, run: PlannedRun) -> RunPlanned:
+    tenant = step.event.tenant if step.event else ""
+    return RunPlanned(run_id=run.run_id, tenant=tenant, job_ids=[], at=run.nominal)
