@@ -527,6 +527,7 @@ class ScheduleEvent(Model):
     spec: ScheduleSpec | None = None
     at: Timestamp = Field(description="the command's time or the firing tick's time (planned at)")
     next_fire: Timestamp | None = None
+    decided_until: Timestamp | None = Field(None, description="every occurrence up to here is decided")
     last_fired: Timestamp | None = None
     fired_total: int = 0
     missed_total: int = 0

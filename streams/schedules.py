@@ -306,6 +306,7 @@ def _event(
         spec=state.spec,
         at=at,
         next_fire=next_fire(state),
+        decided_until=state.cursor,
         last_fired=state.last_fired,
         fired_total=state.fired_total,
         missed_total=state.missed_total,
