@@ -18,11 +18,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import pytest
 
-from schemas.codec import encode
-from schemas.messages import MissedRuns, ScheduleCommand, ScheduleEvent, ScheduleSpec, Selector
+from cli.schedules import main as schedules_main
+from schemas.canonical import dumps
+from schemas.messages import MissedRuns, ScheduleEvent, ScheduleSpec, Selector
 from streams.schedules import ScheduleState, due, fire_times, schedule_run_id
-from tests.integration.kit import produce
 from tests.integration.pipeline_kit import Deployment, inventories
 
 CRON = "*/10 * * * * *"
@@ -57,22 +58,32 @@ def _fired(events: list[ScheduleEvent]) -> list[datetime]:
     return [o.nominal for e in events for o in e.occurrences if o.fired]
 
 
-async def test_schedule_fires_and_catches_up_after_a_restart(deployment: Deployment) -> None:
+def cli(pipe: Any, action: str, *args: str) -> int:
+    infra = ["--tenant", "acme", "--bootstrap", pipe.bootstrap, "--topic-prefix", pipe.prefix]
+    infra += ["--mongo-url", pipe.mongo_url, "--db", pipe.db]
+    return schedules_main([action, *args, *infra])
+
+
+async def test_schedule_fires_and_catches_up_after_a_restart(
+    deployment: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
     pipe = deployment()
     await pipe.start(workers=1)
     try:
         await pipe.publish(inventories())
-        created_at = datetime.now(UTC).replace(microsecond=0)
         spec = ScheduleSpec(
             name="sweep",
             cron=CRON,
             selection=Selector(all=True),
             missed=MissedRuns(policy="latest", grace_seconds=GRACE),
         )
-        command = ScheduleCommand(
-            action="create", tenant="acme", schedule_id="sweep", at=created_at, spec=spec
-        )
-        await produce(pipe.bootstrap, f"{pipe.prefix}schedules", [(b"acme", encode(command))])
+        spec_file = pipe.home / "sweep.json"
+        spec_file.write_bytes(dumps(spec))
+        # The CLI runs its own event loop: off this test's loop.
+        assert await asyncio.to_thread(cli, pipe, "create", "sweep", "--spec", str(spec_file)) == 0
+        created = await _wait(pipe, "the schedule", lambda ev: bool(ev))
+        assert created[0].status == "active"
+        created_at = created[0].at
 
         await _wait(pipe, "two fired occurrences", lambda ev: len(_fired(ev)) >= 2)
         pipe.workers[-1].kill()
@@ -153,6 +164,17 @@ async def test_schedule_fires_and_catches_up_after_a_restart(deployment: Deploym
         assert doc["missed_total"] >= 1
         assert doc["next_fire"] > doc["last_fired"]
         assert {k for k, v in occurrences.items() if v["fired"]} >= want_runs
+
+        # The CLI reads the same read models: show, and a catch-up dry run (nothing missed while running).
+        capsys.readouterr()
+        assert cli(pipe, "show", "sweep", "--json") == 0
+        shown = orjson.loads(capsys.readouterr().out)
+        assert shown["status"] == "active"
+        assert {r["run_id"] for r in shown["recent"]} <= set(occurrences)
+        assert cli(pipe, "catchup", "sweep", "--dry-run", "--json") == 0
+        dry = orjson.loads(capsys.readouterr().out)
+        assert dry["policy"] == "latest"
+        assert len(dry["would_fire"]) <= 1
         print(f"fired {len(fired)}, outage decided {[(o.nominal, o.fired, o.why) for o in outage]}")
     finally:
         pipe.stop()
