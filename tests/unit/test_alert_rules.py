@@ -31,6 +31,8 @@ EXPECTED_ALERTS = {
     "SchedulerConsumerLagGrowing",
     "SchedulerProjectionLag",
     "SchedulerWorkerDown",
+    "SchedulerScheduleOccurrencesMissed",
+    "SchedulerScheduleLagHigh",
 }
 
 
