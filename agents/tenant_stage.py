@@ -13,7 +13,7 @@ from aiokafka.partitioner import murmur2
 
 from agents import observe
 from agents.pipeline import Pipeline
-from agents.schedule_stage import ScheduleShell
+from agents.schedule_stage import ScheduleShell, register_report_feed
 from agents.shell import Output, apply_guarded, keys, read
 from schemas.messages import (
     ImageRemoved,
@@ -22,6 +22,7 @@ from schemas.messages import (
     JobCommand,
     PolicyChange,
     Recheck,
+    ReportSeen,
     RuntimeEvent,
     ScheduleCommand,
     Tick,
@@ -75,6 +76,7 @@ def register(pipe: Pipeline) -> None:
     windows = pipe.table("windows")
     sites = pipe.table("sites")
     schedules = ScheduleShell(pipe, catalog, job_outputs, partition_of)
+    register_report_feed(pipe)
     last_activity: dict[str, float] = {}
     window, grace = settings.window_seconds, settings.grace_seconds
 
@@ -154,6 +156,8 @@ def register(pipe: Pipeline) -> None:
                 await on_runtime(event, model)
             elif isinstance(model, ScheduleCommand):
                 await schedules.on_command(event, model)
+            elif isinstance(model, ReportSeen):
+                await schedules.on_report(event, model)
             elif isinstance(model, PolicyChange | Recheck):
                 raw = unguard(read(catalog, model.tenant)).state
                 current_catalog = decode_catalog(raw) if raw else None

@@ -52,12 +52,20 @@ TOMBSTONE_TOPICS = frozenset({"inventory"})
 
 def _extra_models() -> dict[str, tuple[type[BaseModel], ...]]:
     # Internal topics that carry more than one message type; the `schema` field picks the model.
-    from schemas.messages import ImageRemoved, Inventory, JobAttempt, JobCancel, RuntimeEvent, Tick
+    from schemas.messages import (
+        ImageRemoved,
+        Inventory,
+        JobAttempt,
+        JobCancel,
+        ReportSeen,
+        RuntimeEvent,
+        Tick,
+    )
     from streams.runs import JobStarted, RunCancelRequested, RunPlanned
 
     return {
         "impacts": (Tick,),
-        "catalog-updates": (Inventory, ImageRemoved, RuntimeEvent),
+        "catalog-updates": (Inventory, ImageRemoved, RuntimeEvent, ReportSeen),
         "job-attempts": (JobAttempt, JobCancel, Tick),
         "run-inputs": (RunPlanned, JobCommand, JobStarted, JobResult, RunCancelRequested),
     }

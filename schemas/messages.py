@@ -500,6 +500,16 @@ class ScheduleCommand(Model):
     reason: str = ""
 
 
+class ReportSeen(Model):
+    """An image got a report (a completed job result), re-keyed by tenant onto `catalog-updates` so the
+    schedules beside the catalog know each image's last report (``onlyIf``). Kafka key: tenant."""
+
+    schema_id: Literal["scheduler.report-seen@1"] = Field("scheduler.report-seen@1", alias="schema")
+    tenant: str
+    image_digest: str
+    at: Timestamp
+
+
 ScheduleStatus = Literal["active", "paused", "deleted"]
 
 
@@ -577,6 +587,7 @@ ALL_MODELS: list[type[BaseModel]] = [
     JobCancel,
     ScheduleCommand,
     ScheduleEvent,
+    ReportSeen,
     SignedEnvelope,
 ]
 

@@ -22,7 +22,7 @@ import pytest
 
 from cli.schedules import main as schedules_main
 from schemas.canonical import dumps
-from schemas.messages import MissedRuns, ScheduleEvent, ScheduleSpec, Selector
+from schemas.messages import MissedRuns, OnlyIf, ScheduleEvent, ScheduleSpec, Selector
 from streams.schedules import ScheduleState, due, fire_times, schedule_run_id
 from tests.integration.pipeline_kit import Deployment, inventories
 
@@ -30,23 +30,27 @@ CRON = "*/10 * * * * *"
 GRACE = 8
 
 
-async def _events(pipe: Any) -> list[ScheduleEvent]:
+async def _events(pipe: Any, schedule_id: str = "sweep") -> list[ScheduleEvent]:
     """The schedule's events in order, at-least-once repeats (byte-identical) dropped."""
-    records = await pipe.records("schedule-events", timeout=1.0)
+    records = await pipe.records("schedule-events", timeout=15.0)
     seen: set[bytes] = set()
     out = []
     for r in records:
         if r.value not in seen:
             seen.add(r.value)
-            out.append(ScheduleEvent.model_validate_json(r.value))
+            event = ScheduleEvent.model_validate_json(r.value)
+            if event.schedule_id == schedule_id:
+                out.append(event)
     return out
 
 
-async def _wait(pipe: Any, what: str, check: Any, timeout: float = 180.0) -> list[ScheduleEvent]:
+async def _wait(
+    pipe: Any, what: str, check: Any, timeout: float = 180.0, schedule_id: str = "sweep"
+) -> list[ScheduleEvent]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         pipe.alive()
-        events = await _events(pipe)
+        events = await _events(pipe, schedule_id)
         if check(events):
             return events
         await asyncio.sleep(1.0)
@@ -81,6 +85,12 @@ async def test_schedule_fires_and_catches_up_after_a_restart(
         spec_file.write_bytes(dumps(spec))
         # The CLI runs its own event loop: off this test's loop.
         assert await asyncio.to_thread(cli, pipe, "create", "sweep", "--spec", str(spec_file)) == 0
+        # A second schedule only for images without a report in the last day: once the inventories' first
+        # evaluations completed (their results re-keyed to the tenant's partition), it selects none.
+        stale = spec.model_copy(update={"name": "stale", "only_if": OnlyIf(last_report_older_than_days=1)})
+        stale_file = pipe.home / "stale.json"
+        stale_file.write_bytes(dumps(stale))
+        assert await asyncio.to_thread(cli, pipe, "create", "stale", "--spec", str(stale_file)) == 0
         created = await _wait(pipe, "the schedule", lambda ev: bool(ev))
         assert created[0].status == "active"
         created_at = created[0].at
@@ -130,14 +140,14 @@ async def test_schedule_fires_and_catches_up_after_a_restart(
         # Each fired occurrence is one planned run (deterministic id) with the tenant's one image.
         fired = _fired(events)
         want_runs = {schedule_run_id("acme", "sweep", n) for n in fired}
-        plans = [orjson.loads(r.value) for r in await pipe.records("run-inputs", timeout=1.0)]
+        plans = [orjson.loads(r.value) for r in await pipe.records("run-inputs", timeout=60.0)]
         planned = [
             p for p in plans if p.get("schema") == "scheduler.run-planned@1" and p["run_id"] in want_runs
         ]
         assert {p["run_id"] for p in planned} == want_runs
         skipped = {o.run_id for e in events for o in e.occurrences if not o.fired}
         assert not skipped & {p["run_id"] for p in plans}
-        jobs = [orjson.loads(r.value) for r in await pipe.records("jobs", timeout=1.0)]
+        jobs = [orjson.loads(r.value) for r in await pipe.records("jobs", timeout=60.0)]
         sched_jobs = [j for j in jobs if j["run_id"] in want_runs]
         assert {j["run_id"] for j in sched_jobs} == want_runs
         assert {j["priority"] for j in sched_jobs} == {"background"}
@@ -164,6 +174,16 @@ async def test_schedule_fires_and_catches_up_after_a_restart(
         assert doc["missed_total"] >= 1
         assert doc["next_fire"] > doc["last_fired"]
         assert {k for k, v in occurrences.items() if v["fired"]} >= want_runs
+
+        # onlyIf at firing time: both of acme's images have a fresh report, so the sweep selects none.
+        def all_filtered(ev: list[ScheduleEvent]) -> bool:
+            return any(
+                o.fired and o.selected == 2 and o.filtered_only_if == 2 and o.jobs == 0
+                for e in ev
+                for o in e.occurrences
+            )
+
+        await _wait(pipe, "an onlyIf-filtered occurrence", all_filtered, schedule_id="stale")
 
         # The CLI reads the same read models: show, and a catch-up dry run (nothing missed while running).
         capsys.readouterr()
