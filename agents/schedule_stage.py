@@ -86,7 +86,8 @@ class ScheduleShell:
         def fold(state: bytes | None) -> tuple[bytes | None, list[Output]]:
             current = decode(state) if state else None
             catalog = self._catalog(command.tenant)
-            reports = self._last_reports(command.tenant, catalog) if command.action == "run" else {}
+            fires = command.action in ("run", "pause", "update")  # these may fire what is due
+            reports = self._last_reports(command.tenant, catalog) if fires else {}
             step = on_command(current, command, catalog, reports)
             new_state = encode(step.state) if step.state is not None else state
             return new_state, self._outputs(step, command.at)

@@ -31,7 +31,8 @@ older ones were missed (the workers were down) and the policy decides:
 * ``all``: the ``max_catchup`` most recent missed occurrences fire (oldest first), older ones are skipped.
 
 A paused schedule decides nothing; ``resume`` moves the cursor to the resume time, so occurrences during the
-pause are neither fired nor counted as missed. ``create`` / ``update`` start from the command's time.
+pause are neither fired nor counted as missed. ``pause`` and ``update`` first decide what was already due at
+their time (as a tick would, under the old spec); ``create`` / ``update`` then go on from the command's time.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from cronsim import CronSim
 from pydantic import BaseModel, ConfigDict
@@ -59,6 +61,8 @@ from schemas.messages import (
 from streams.codec import to_epoch
 from streams.jobs import PendingJob, make_job
 from streams.tenants import ImageMeta, TenantCatalog, select
+
+Trigger = Literal["cron", "manual"]
 
 # One tick examines at most this many occurrences; a longer backlog is worked off over several ticks.
 MAX_SCAN = 10_000
@@ -248,7 +252,7 @@ def occurrence_jobs(
     schedule_id: str,
     spec: ScheduleSpec,
     nominal: datetime,
-    trigger: str,
+    trigger: Trigger,
     images: list[ImageMeta],
 ) -> list[JobCommand]:
     """One job per image, through the same job builder (priority class, SLA deadline) as the delta-driven
@@ -318,7 +322,7 @@ def _event(
 def _fire(
     state: ScheduleState,
     decisions: list[Decision],
-    trigger: str,
+    trigger: Trigger,
     now: datetime,
     catalog: TenantCatalog | None,
     last_reports: Mapping[str, datetime] | None,
@@ -331,7 +335,7 @@ def _fire(
         if not d.fire:
             occurrences.append(
                 ScheduleOccurrence(nominal=d.nominal, trigger=trigger, fired=False, run_id=run_id, why=d.why)
-            )  # type: ignore[arg-type]
+            )
             continue
         # Selected as of the tick (the catalog is what it is now); the same for every run of one tick.
         selection = selection or select_images(state.spec, catalog, now, last_reports)
@@ -342,7 +346,7 @@ def _fire(
         occurrences.append(
             ScheduleOccurrence(
                 nominal=d.nominal,
-                trigger=trigger,  # type: ignore[arg-type]
+                trigger=trigger,
                 fired=True,
                 run_id=run_id,
                 why=d.why,
@@ -427,27 +431,34 @@ def on_command(
         return Step(new, _event(new, at, []), [])
     if state is None or not alive:
         return rejected(f"no schedule {command.schedule_id}")
-    if action == "update":
-        if command.spec is None:
-            return rejected("update needs a spec")
-        new = state.model_copy(
-            update={"spec": command.spec, "updated_at": at, "cursor": max(state.cursor, at)}
-        )
-    elif action == "pause":
-        if state.status == "paused":
-            return rejected("already paused")
-        new = state.model_copy(update={"status": "paused", "updated_at": at})
-    elif action == "resume":
-        if state.status != "paused":
-            return rejected("not paused")
-        new = state.model_copy(update={"status": "active", "updated_at": at, "cursor": max(state.cursor, at)})
-    elif action == "delete":
-        new = state.model_copy(update={"status": "deleted", "updated_at": at})
-    else:  # run: a manual occurrence at the command's time, paused or not
+    if action == "update" and command.spec is None:
+        return rejected("update needs a spec")
+    if action == "pause" and state.status == "paused":
+        return rejected("already paused")
+    if action == "resume" and state.status != "paused":
+        return rejected("not paused")
+    if action == "run":  # a manual occurrence at the command's time, paused or not
         occurrences, runs = _fire(state, [Decision(at, True, "manual")], "manual", at, catalog, last_reports)
         new = _after_firing(state, occurrences, state.cursor)
         return Step(new, _event(new, at, occurrences), runs)
-    return Step(new, _event(new, at, []), [])
+    # What was due before a pause or an update is decided first, as a tick at the command's time would (the
+    # old spec's occurrences under the old spec), so no occurrence falls between two rules undecided.
+    before = Step(state, None, [])
+    if action in ("pause", "update"):
+        before = on_tick(state, at, catalog, last_reports)
+    current = before.state or state
+    occurrences = before.event.occurrences if before.event else []
+    change: dict[str, object]
+    if action == "update":
+        change = {"spec": command.spec, "updated_at": at, "cursor": max(current.cursor, at)}
+    elif action == "pause":
+        change = {"status": "paused", "updated_at": at}
+    elif action == "resume":
+        change = {"status": "active", "updated_at": at, "cursor": max(current.cursor, at)}
+    else:  # delete
+        change = {"status": "deleted", "updated_at": at}
+    new = current.model_copy(update=change)
+    return Step(new, _event(new, at, occurrences), before.runs)
 
 
 def preview_missed(state: ScheduleState, now: datetime) -> list[Decision]:

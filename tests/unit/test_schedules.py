@@ -421,3 +421,43 @@ def test_read_model_fold_of_schedule_events() -> None:
         ("2026-01-01T02:00:00Z", True, "missed-latest", 2),
     ]
     assert docs[SCHEDULES]["acme/ghost"]["last_rejected"]["why"] == "no schedule ghost"
+
+
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(["tick", "pause", "resume"]), st.integers(1, 3 * 3600)),
+        min_size=1,
+        max_size=15,
+    )
+)
+@settings(max_examples=60, deadline=None)
+def test_nothing_fires_or_is_missed_while_paused(steps: list[tuple[str, int]]) -> None:
+    state = created(spec("*/15 * * * *", missed=MissedRuns(policy="all", max_catchup=1000, grace_seconds=60)))
+    now = T0
+    paused_since: datetime | None = None
+    paused_spans: list[tuple[datetime, datetime]] = []
+    decided: list[datetime] = []
+    for action, gap in steps:
+        now += timedelta(seconds=gap)
+        if action == "tick":
+            step = on_tick(state, now, None)
+        else:
+            step = on_command(state, cmd(action, now), None)
+            if action == "pause" and paused_since is None and step.event and not step.event.rejected:
+                paused_since = now
+            if action == "resume" and paused_since is not None and step.event and not step.event.rejected:
+                paused_spans.append((paused_since, now))
+                paused_since = None
+        assert step.state is not None
+        state = step.state
+        if step.event:
+            decided += [o.nominal for o in step.event.occurrences]
+    assert len(set(decided)) == len(decided)
+    # Exactly the occurrences outside the pauses, up to the last instant anything was decided at.
+    horizon = paused_since or state.cursor
+    expected = [
+        n
+        for n in fire_times("*/15 * * * *", "UTC", T0, until=horizon)
+        if not any(start < n <= end for start, end in paused_spans)
+    ]
+    assert decided == expected
