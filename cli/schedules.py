@@ -350,9 +350,26 @@ def _clean(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if k not in ("_pos", "_id")}
 
 
+def _span(times: list[str]) -> str:
+    if len(times) <= 3:
+        return ", ".join(times) or "none"
+    return f"{len(times)}: {times[0]} ... {times[-1]}"
+
+
 def _print_human(out: dict[str, Any]) -> None:
     for key, value in out.items():
-        if isinstance(value, list) and value and isinstance(value[0], dict):
+        if key == "decisions":
+            continue  # the would_fire / would_skip lines say it; --json has every decision
+        if key in ("would_fire", "would_skip", "images") and isinstance(value, list):
+            print(f"{key}: {_span([str(v) for v in value])}")
+        elif isinstance(value, dict):
+            print(f"{key}:")
+            for sub, item in value.items():
+                if sub == "decisions":
+                    continue
+                shown = _span([str(v) for v in item]) if isinstance(item, list) else item
+                print(f"  {sub}: {shown}")
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
             print(f"{key}:")
             for item in value:
                 print("  " + " ".join(f"{k}={v}" for k, v in item.items()))
