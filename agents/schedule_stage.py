@@ -79,6 +79,8 @@ class ScheduleShell:
                 outputs.append(self.pipe.out("run-inputs", run.run_id, _empty_plan(step, run)))
         if step.event is not None:
             outputs.append(self.pipe.out("schedule-events", step.event.tenant, step.event))
+            # Lag up to the planning tick's instant (event time, so a replay reports what happened then);
+            # how long the tick then waited in its partition shows as consumer lag.
             observe.schedule_decisions(step.event, planned_at)
         return outputs
 
