@@ -11,7 +11,7 @@ from datetime import datetime
 from functools import wraps
 from typing import Any, ParamSpec
 
-from schemas.messages import Impact, JobCommand, JobResult
+from schemas.messages import Impact, JobCommand, JobResult, ScheduleEvent
 
 log = logging.getLogger("stella.observe")
 P = ParamSpec("P")
@@ -149,3 +149,15 @@ def consumer_lag(group: str, topic: str, partition: int, lag: int) -> None:
 @_safe
 def worker_up(up: bool) -> None:
     _m().set_worker_up(up)
+
+
+@_safe
+def schedule_decisions(event: ScheduleEvent, planned_at: datetime) -> None:
+    metrics = _m()
+    for occurrence in event.occurrences:
+        if occurrence.fired:
+            metrics.SCHEDULE_OCCURRENCES.labels(outcome="fired").inc()
+            lag = (planned_at - occurrence.nominal).total_seconds()
+            metrics.SCHEDULE_LAG.observe(max(lag, 0.0))
+        else:
+            metrics.SCHEDULE_OCCURRENCES.labels(outcome="missed").inc()

@@ -13,6 +13,7 @@ from aiokafka.partitioner import murmur2
 
 from agents import observe
 from agents.pipeline import Pipeline
+from agents.schedule_stage import ScheduleShell, register_report_feed
 from agents.shell import Output, apply_guarded, keys, read
 from schemas.messages import (
     ImageRemoved,
@@ -21,8 +22,10 @@ from schemas.messages import (
     JobCommand,
     PolicyChange,
     Recheck,
+    ReportSeen,
     RunPlanned,
     RuntimeEvent,
+    ScheduleCommand,
     Tick,
 )
 from streams.guard import decode as unguard
@@ -72,6 +75,8 @@ def register(pipe: Pipeline) -> None:
     catalog = pipe.table("catalog")
     windows = pipe.table("windows")
     sites = pipe.table("sites")
+    schedules = ScheduleShell(pipe, catalog, job_outputs, partition_of)
+    register_report_feed(pipe)
     last_activity: dict[str, float] = {}
     generation = [-1]  # the consumer generation the idle clocks were measured in
     window, grace = settings.window_seconds, settings.grace_seconds
@@ -104,6 +109,7 @@ def register(pipe: Pipeline) -> None:
             await apply_guarded(windows, tenant, event, fold_impacts(impacts))
 
     async def on_tick(event: faust.EventT[Any], tick: Tick) -> None:
+        await schedules.on_tick(event, tick)
         idle_after = settings.idle_flush_seconds
         now = time.monotonic()
         if app.consumer_generation_id != generation[0]:
@@ -131,7 +137,7 @@ def register(pipe: Pipeline) -> None:
 
             await apply_guarded(windows, tenant, event, flush)
 
-    @app.agent(pipe.source("catalog-updates", "impacts", "policy", "rechecks"), name="tenant")
+    @app.agent(pipe.source("catalog-updates", "impacts", "policy", "rechecks", "schedules"), name="tenant")
     async def tenant_agent(stream: faust.StreamT[Any]) -> None:
         async def handle(event: faust.EventT[Any]) -> None:
             decoded = await pipe.decode(event)
@@ -156,6 +162,10 @@ def register(pipe: Pipeline) -> None:
                 await apply_guarded(catalog, model.tenant, event, fold_catalog)
             elif isinstance(model, RuntimeEvent):
                 await on_runtime(event, model)
+            elif isinstance(model, ScheduleCommand):
+                await schedules.on_command(event, model)
+            elif isinstance(model, ReportSeen):
+                await schedules.on_report(event, model)
             elif isinstance(model, PolicyChange | Recheck):
                 raw = unguard(read(catalog, model.tenant)).state
                 current_catalog = decode_catalog(raw) if raw else None

@@ -40,10 +40,12 @@ def topics(prefix: str = "", partitions: int | None = None) -> list[TopicSpec]:
         TopicSpec(f"{p}policy", TOPIC_KEYS["policy"], n, FOREVER, source=True),
         TopicSpec(f"{p}rechecks", TOPIC_KEYS["rechecks"], n, FOREVER, source=True),
         TopicSpec(f"{p}runtime", TOPIC_KEYS["runtime"], n, FOREVER, source=True),
+        TopicSpec(f"{p}schedules", TOPIC_KEYS["schedules"], n, FOREVER, source=True),
         TopicSpec(f"{p}index-updates", "package key", n),
         TopicSpec(f"{p}impact-requests", "package key", n),
         TopicSpec(f"{p}catalog-updates", "tenant", n),
         TopicSpec(f"{p}impacts", "tenant", n),
+        TopicSpec(f"{p}schedule-events", "tenant", n),
         TopicSpec(f"{p}jobs", "image digest", n),
         TopicSpec(f"{p}job-attempts", "image digest", n),
         TopicSpec(f"{p}job-results", "image digest", n),
@@ -76,6 +78,8 @@ TABLES = (
     "runs",
     "audit-chains",
     "audit-seen",
+    "schedules",
+    "last-reports",
 )
 
 

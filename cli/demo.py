@@ -1,8 +1,8 @@
 """`stella-sched demo` (behind `make run`): the whole product on a small feed of real files.
 
 It resets the demo topics and database, starts a worker and the HTTP control plane in the background,
-then publishes ops/demo/feed in phases (inventories, advisories, VEX, a policy revision, a runtime event)
-and after each phase waits for the runs it caused and prints their DeltaSummary. The processes keep
+then publishes ops/demo/feed in phases (inventories, advisories, VEX, a policy revision, a runtime event,
+then a schedule that fires once and is paused) and after each phase waits for the runs it caused and prints their DeltaSummary. The processes keep
 running afterwards so you can query them; `make down` stops them.
 
 The API answers only bearer tokens listed in its access file, so the demo writes one
@@ -190,6 +190,31 @@ def show(title: str, runs: list[dict[str, Any]]) -> None:
             say("      no change")
 
 
+def schedule_phase(env: dict[str, str], db: Any, worker: subprocess.Popen[bytes]) -> None:
+    """A sweep schedule (every 15 s here, to keep the demo short) fires once; then it is paused."""
+    from cli.main import main as cli
+
+    infra = ["--tenant", TENANT, "--bootstrap", env["KAFKA_BOOTSTRAP"], "--topic-prefix", PREFIX]
+    infra += ["--mongo-url", env["MONGO_URL"], "--db", env["STELLA_MONGO_DB"]]
+    before = set(runs_snapshot(db))
+    code = cli(["schedules", "create", "sweep", "--cron", "*/15 * * * * *", "--tz", "Europe/Berlin", *infra])
+    if code != 0:
+        raise SystemExit(f"demo: creating the schedule failed (exit {code})")
+    runs = wait_for_runs(db, before, worker)
+    cli(["schedules", "pause", "sweep", *infra])
+    show("schedule 'sweep' (cron */15 s, Europe/Berlin, background sweep of every image) fired", runs[:1])
+    doc = None
+    for _ in range(40):
+        doc = db.schedules.find_one({"_id": f"{TENANT}/sweep"})
+        if doc and doc.get("status") == "paused":
+            break
+        time.sleep(0.5)
+    if doc:
+        say(
+            f"  schedule sweep: {doc.get('status')}, fired {doc.get('fired_total')}, last {doc.get('last_fired')}"
+        )
+
+
 def verify_signed(bootstrap: str) -> str:
     from cli.main import main as cli
 
@@ -283,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         if not title:
             continue
         show(title, wait_for_runs(db, before, worker))
+    schedule_phase(env, db, worker)
 
     say(f"\n{verify_signed(bootstrap)}")
     images = list(db.images.find({}, {"findings": 0}))

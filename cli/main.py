@@ -49,6 +49,9 @@ COMMANDS: dict[str, Command] = {
     "query": Command("cli.consume", "read the MongoDB read models (runs, jobs, images, ...)", True, True),
     "deadletter": Command("cli.deadletter", "list, show and replay dead letters", own_parser=True),
     "audit": Command("cli.audit", "verify, export and prove the hash-chained audit ledger", own_parser=True),
+    "schedules": Command(
+        "cli.schedules", "cron sweeps: next fire times, schedules, catch-up", own_parser=True
+    ),
 }
 
 TOP_EPILOG = """\

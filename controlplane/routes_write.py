@@ -21,7 +21,8 @@ from controlplane.routes_read import owned_deadletter, owned_run
 from controlplane.views import public
 from ingest.detect import parse_file
 from ingest.result import IngestError
-from projections.fold import IMAGES, JOBS, Document, image_fields
+from projections.fold import IMAGES, JOBS, Document
+from projections.schedule_view import image_meta as meta_of
 from projections.store import MAX_PAGE, After, ProjectionStore
 from schemas.canonical import dumps
 from schemas.codec import encode
@@ -40,7 +41,7 @@ from schemas.messages import (
     VexStatement,
 )
 from streams.preview import preview
-from streams.tenants import ImageMeta, selector_matches
+from streams.tenants import selector_matches
 
 router = APIRouter(prefix="/api/v1")
 
@@ -121,18 +122,6 @@ def _all_images(store: ProjectionStore, tenant: str) -> tuple[list[Document], bo
             return docs, False
         after = page.next_after
     return docs[:PREVIEW_IMAGE_CAP], True
-
-
-def meta_of(doc: Document) -> ImageMeta:
-    derived = image_fields(doc)
-    return ImageMeta(
-        digest=str(doc.get("image_digest", "")),
-        repository=str(doc.get("repository") or ""),
-        tags=tuple(sorted(doc.get("tags") or ())),
-        namespaces=tuple(sorted(doc.get("namespaces") or ())),
-        labels=tuple(sorted(derived["labels"].items())),
-        running=bool(derived["running"]),
-    )
 
 
 def _errors(errors: list[IngestError]) -> list[dict[str, str]]:

@@ -57,6 +57,7 @@ from schemas.messages import (
     PolicyChange,
     RunEvent,
     RuntimeEvent,
+    ScheduleEvent,
     SignedEnvelope,
     SlaBreach,
     VexStatement,
@@ -70,7 +71,19 @@ WINDOWS = "windows"
 CURSORS = "cursors"
 DEADLETTERS = "deadletters"
 AUDIT_SNAPSHOTS = "audit_snapshots"
-COLLECTIONS: tuple[str, ...] = (RUNS, JOBS, IMAGES, WINDOWS, CURSORS, DEADLETTERS, AUDIT_SNAPSHOTS)
+SCHEDULES = "schedules"
+SCHEDULE_RUNS = "schedule_runs"
+COLLECTIONS: tuple[str, ...] = (
+    RUNS,
+    JOBS,
+    IMAGES,
+    WINDOWS,
+    CURSORS,
+    DEADLETTERS,
+    AUDIT_SNAPSHOTS,
+    SCHEDULES,
+    SCHEDULE_RUNS,
+)
 POS = "_pos"
 # What a job document says before its result arrives. Every non-owner that may create a job document seeds
 # exactly this, so which of them came first cannot show.
@@ -531,6 +544,34 @@ def _fold_audit_snapshot(envelope: SignedEnvelope, pos: Position) -> list[DocUpd
     return [DocUpdate(AUDIT_SNAPSHOTS, doc_id, pos.source, pos.offset, set=data)]
 
 
+def schedule_doc_id(tenant: str, schedule_id: str) -> str:
+    return f"{tenant}/{schedule_id}"
+
+
+def _fold_schedule(msg: ScheduleEvent, pos: Position) -> list[DocUpdate]:
+    """One owner (`schedule-events`, keyed by tenant): the schedule document is last-writer-wins, and
+    each decided occurrence gets a document of its own (id: its run id)."""
+    sid = schedule_doc_id(msg.tenant, msg.schedule_id)
+    if msg.rejected:
+        # A command that changed nothing: recorded on the document, which may not exist (no other field).
+        return [
+            DocUpdate(
+                SCHEDULES,
+                sid,
+                pos.source,
+                pos.offset,
+                set={"last_rejected": {"at": _ts(msg.at), "why": msg.rejected}},
+                set_on_insert={"tenant": msg.tenant, "schedule_id": msg.schedule_id, "status": msg.status},
+            )
+        ]
+    body = _dump(msg, "occurrences", "rejected")
+    updates = [DocUpdate(SCHEDULES, sid, pos.source, pos.offset, set=body)]
+    for occ in msg.occurrences:
+        doc = {**_dump(occ), "tenant": msg.tenant, "schedule_id": msg.schedule_id, "planned_at": _ts(msg.at)}
+        updates.append(DocUpdate(SCHEDULE_RUNS, occ.run_id, pos.source, pos.offset, set=doc))
+    return updates
+
+
 def fold(message: object, pos: Position, *, window_seconds: int = 30) -> list[DocUpdate]:
     """Document updates for one message at ``pos``; messages no read model needs give ``[]``."""
     if isinstance(message, RunEvent):
@@ -553,6 +594,8 @@ def fold(message: object, pos: Position, *, window_seconds: int = 30) -> list[Do
         return _fold_runtime(message, pos)
     if isinstance(message, CursorUpdate):
         return _fold_cursor(message, pos)
+    if isinstance(message, ScheduleEvent):
+        return _fold_schedule(message, pos)
     if isinstance(message, AdvisoryDelta):
         return [_cursor("advisories", pos.source, message.id, message.modified, pos.offset, pos)]
     if isinstance(message, VexStatement):

@@ -55,6 +55,8 @@ from projections.fold import (
     JOBS,
     POS,
     RUNS,
+    SCHEDULE_RUNS,
+    SCHEDULES,
     WINDOWS,
     Checkpoint,
     Document,
@@ -102,6 +104,8 @@ INDEXES: dict[str, list[list[str]]] = {
     # GET /deadletters: scanned by _id pages, filtered by tenant in the API (the _id index). These three
     # serve operators' ad-hoc queries by reason, source topic and time; no code path runs them.
     DEADLETTERS: [["reason", "_id"], ["source_topic", "_id"], ["at", "_id"]],
+    SCHEDULES: [["tenant", "_id"]],
+    SCHEDULE_RUNS: [["tenant", "schedule_id", "nominal"]],
     # the projector's get_checkpoints(group) on assignment
     CHECKPOINTS: [["group", "_id"]],
 }

@@ -23,6 +23,10 @@ PROJECTED = (
     # runs, for the images read model and the API's selector preview.
     "inventory",
     "runtime",
+    # Schedules and their decided occurrences (fired runs, missed ones).
+    "schedule-events",
+    # The audit ledger's signed snapshots (docs/audit-ledger.md).
+    "audit-snapshots",
     # Not folded into documents, but checkpointed: the API's read-your-writes (`min_position`) waits on the
     # projector having passed the position a recheck (or runtime event) write produced.
     "rechecks",

@@ -29,6 +29,8 @@ from schemas.messages import (
     JobResult,
     OriginalRef,
     RunEvent,
+    ScheduleCommand,
+    ScheduleEvent,
     SignedEnvelope,
     SlaBreach,
     schema_id_of,
@@ -49,6 +51,8 @@ TOPIC_MODELS: dict[str, type[BaseModel]] = {
     "cursors": CursorUpdate,
     "events.signed": SignedEnvelope,
     "audit-snapshots": SignedEnvelope,
+    "schedules": ScheduleCommand,
+    "schedule-events": ScheduleEvent,
 }
 TOMBSTONE_TOPICS = frozenset({"inventory"})
 
@@ -62,6 +66,7 @@ def _extra_models() -> dict[str, tuple[type[BaseModel], ...]]:
         JobAttempt,
         JobCancel,
         JobStarted,
+        ReportSeen,
         RunCancelRequested,
         RunPlanned,
         RuntimeEvent,
@@ -70,7 +75,7 @@ def _extra_models() -> dict[str, tuple[type[BaseModel], ...]]:
 
     return {
         "impacts": (Tick,),
-        "catalog-updates": (Inventory, ImageRemoved, RuntimeEvent),
+        "catalog-updates": (Inventory, ImageRemoved, RuntimeEvent, ReportSeen),
         "job-attempts": (JobAttempt, JobCancel, Tick),
         "run-inputs": (RunPlanned, JobCommand, JobStarted, JobResult, RunCancelRequested),
         "audit-facts": (AuditFact,),

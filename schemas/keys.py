@@ -16,6 +16,7 @@ from schemas.messages import (
     Recheck,
     RunCancelRequested,
     RuntimeEvent,
+    ScheduleCommand,
     VexStatement,
 )
 
@@ -28,6 +29,7 @@ _KEY_OF: dict[type[BaseModel], Callable[[Any], str]] = {
     Recheck: lambda m: str(m.tenant),
     RuntimeEvent: lambda m: str(m.image_digest),
     RunCancelRequested: lambda m: str(m.run_id),
+    ScheduleCommand: lambda m: str(m.tenant),
 }
 
 # What the key of each of these topics is, in words (agents.topology).
@@ -38,6 +40,7 @@ TOPIC_KEYS: dict[str, str] = {
     "policy": "tenant",
     "rechecks": "tenant",
     "runtime": "image digest",
+    "schedules": "tenant",
 }
 
 

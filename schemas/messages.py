@@ -14,6 +14,7 @@ from typing import Annotated, Literal, get_args
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, StrictBool
 
 from schemas.canonical import format_time
+from schemas.cron import check_cron, zone
 
 
 def _to_utc(value: datetime) -> datetime:
@@ -28,7 +29,7 @@ Severity = Literal["critical", "high", "medium", "low", "none", "unknown"]
 PriorityClass = Literal["emergency", "high", "normal", "background"]
 JobKind = Literal["reevaluate", "rescan"]
 VexStatus = Literal["not_affected", "affected", "fixed", "under_investigation"]
-ImpactSource = Literal["advisory", "vex", "policy", "recheck", "runtime", "inventory"]
+ImpactSource = Literal["advisory", "vex", "policy", "recheck", "runtime", "inventory", "schedule"]
 
 SEVERITY_RANK: dict[str, int] = {"none": 0, "unknown": 1, "low": 2, "medium": 3, "high": 4, "critical": 5}
 PRIORITY_RANK: dict[str, int] = {"background": 0, "normal": 1, "high": 2, "emergency": 3}
@@ -488,6 +489,121 @@ class RunCancelRequested(Model):
     requested_by: str = ""
 
 
+# ---------------------------------------------------------------- schedules
+
+
+def _cron(value: str) -> str:
+    return check_cron(value)
+
+
+def _zone(value: str) -> str:
+    zone(value)
+    return value
+
+
+CronExpr = Annotated[str, AfterValidator(_cron)]
+ZoneName = Annotated[str, AfterValidator(_zone)]
+ScheduleMode = Literal["analysis-only", "content-refresh"]
+MissedPolicy = Literal["skip", "latest", "all"]
+
+
+class OnlyIf(Model):
+    last_report_older_than_days: int | None = Field(
+        None, ge=0, description="select an image only when its last report is older than this (or absent)"
+    )
+
+
+class ScheduleLimits(Model):
+    max_jobs: int | None = Field(None, ge=1, description="at most this many jobs per occurrence")
+    rate_per_second: int | None = Field(None, ge=1, description="dispatch rate cap for the run's jobs")
+    parallelism: int | None = Field(None, ge=1, description="jobs of the run executing at once")
+
+
+class MissedRuns(Model):
+    """What to do with occurrences that were not fired on time (the workers were down)."""
+
+    policy: MissedPolicy = "latest"
+    max_catchup: int = Field(10, ge=1, le=1000, description="`all`: fire at most this many missed ones")
+    grace_seconds: int = Field(
+        300, ge=1, description="an occurrence fired later than this after its nominal time counts as missed"
+    )
+
+
+class ScheduleSpec(Model):
+    """What a schedule is: when (cron in an IANA zone), what (selection, mode, onlyIf) and how much."""
+
+    name: str = ""
+    cron: CronExpr
+    timezone: ZoneName = "UTC"
+    mode: ScheduleMode = "analysis-only"
+    selection: Selector = Selector(all=True)
+    only_if: OnlyIf = OnlyIf()
+    limits: ScheduleLimits = ScheduleLimits()
+    missed: MissedRuns = MissedRuns()
+    priority: PriorityClass = "background"
+
+
+ScheduleAction = Literal["create", "update", "pause", "resume", "delete", "run"]
+
+
+class ScheduleCommand(Model):
+    """A change to a schedule, or a manual run. Kafka key: tenant (co-partitioned with the catalog)."""
+
+    schema_id: Literal["scheduler.schedule-command@1"] = Field("scheduler.schedule-command@1", alias="schema")
+    action: ScheduleAction
+    tenant: str = Field(min_length=1)
+    schedule_id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    at: Timestamp
+    spec: ScheduleSpec | None = Field(None, description="create / update: the whole new spec")
+    requested_by: str = ""
+    reason: str = ""
+
+
+class ReportSeen(Model):
+    """An image got a report (a completed job result), re-keyed by tenant onto `catalog-updates` so the
+    schedules beside the catalog know each image's last report (``onlyIf``). Kafka key: tenant."""
+
+    schema_id: Literal["scheduler.report-seen@1"] = Field("scheduler.report-seen@1", alias="schema")
+    tenant: str
+    image_digest: str
+    at: Timestamp
+
+
+ScheduleStatus = Literal["active", "paused", "deleted"]
+
+
+class ScheduleOccurrence(Model):
+    """One occurrence decided: fired (a run was planned) or skipped (missed, by the policy)."""
+
+    nominal: Timestamp = Field(description="the cron time (or the manual request time) the run stands for")
+    trigger: Literal["cron", "manual"] = "cron"
+    fired: bool
+    run_id: str
+    why: str = Field(description="on-time | missed-latest | missed-catchup | missed-skipped | manual")
+    jobs: int = 0
+    selected: int = 0
+    filtered_only_if: int = 0
+    truncated: int = 0
+
+
+class ScheduleEvent(Model):
+    """A schedule's state after a command or a firing decision. Kafka key: tenant."""
+
+    schema_id: Literal["scheduler.schedule-event@1"] = Field("scheduler.schedule-event@1", alias="schema")
+    tenant: str
+    schedule_id: str
+    status: ScheduleStatus
+    spec: ScheduleSpec | None = None
+    at: Timestamp = Field(description="the command's time or the firing tick's time (planned at)")
+    next_fire: Timestamp | None = None
+    decided_until: Timestamp | None = Field(None, description="every occurrence up to here is decided")
+    last_fired: Timestamp | None = None
+    fired_total: int = 0
+    missed_total: int = 0
+    occurrences: list[ScheduleOccurrence] = []
+    rejected: str = Field("", description="why a command changed nothing (unknown schedule, exists, ...)")
+
+
 class Signature(Model):
     keyid: str
     sig: str
@@ -531,6 +647,9 @@ ALL_MODELS: list[type[BaseModel]] = [
     RunPlanned,
     JobStarted,
     RunCancelRequested,
+    ScheduleCommand,
+    ScheduleEvent,
+    ReportSeen,
     SignedEnvelope,
 ]
 

@@ -186,6 +186,17 @@ LATE_IMPACTS = _counter(
     "Impacts that arrived after their window closed and were moved to the next open window.",
 )
 
+SCHEDULE_LAG = _histogram(
+    "scheduler_schedule_lag_seconds",
+    "Time from a schedule occurrence's nominal (cron) time to its run being planned (fired occurrences).",
+    (1, 2, 5, 10, 30, 60, 120, 300, 900, 3600, 4 * 3600, 86400),
+)
+SCHEDULE_OCCURRENCES = _counter(
+    "scheduler_schedule_occurrences_total",
+    "Schedule occurrences decided, by outcome (fired, missed: skipped by the missed-run policy).",
+    ["outcome"],
+)
+
 # --- projections, executors, signing, API, process ------------------------------------------------------
 
 PROJECTION_LAG = _gauge(
@@ -254,6 +265,8 @@ ALL_METRICS: tuple[MetricWrapperBase, ...] = (
     IMPACTS,
     JOBS_EMITTED,
     LATE_IMPACTS,
+    SCHEDULE_LAG,
+    SCHEDULE_OCCURRENCES,
     PROJECTION_LAG,
     PROJECTION_WRITES,
     EXECUTOR_LATENCY,
@@ -281,6 +294,8 @@ def _initialise_series() -> None:
             JOBS_EMITTED.labels(cls, kind)
     for status in PLANNER_STATUSES:
         PLANNER_RUNS.labels(status)
+    for outcome in ("fired", "missed"):
+        SCHEDULE_OCCURRENCES.labels(outcome)
     for mode in JOB_KINDS:
         for result in JOB_STATUSES:
             RUNNER_IMAGES.labels(mode, result)

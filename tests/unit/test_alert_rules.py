@@ -32,6 +32,8 @@ EXPECTED_ALERTS = {
     "SchedulerProjectionLag",
     "SchedulerWorkerDown",
     "SchedulerPublishStalled",
+    "SchedulerScheduleOccurrencesMissed",
+    "SchedulerScheduleLagHigh",
 }
 
 

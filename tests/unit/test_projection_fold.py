@@ -19,6 +19,8 @@ from projections.fold import (
     IMAGES,
     JOBS,
     RUNS,
+    SCHEDULE_RUNS,
+    SCHEDULES,
     WINDOWS,
     DocUpdate,
     Position,
@@ -453,7 +455,17 @@ def test_memory_pagination_is_deterministic() -> None:
 
 
 def test_collections_are_known() -> None:
-    assert set(COLLECTIONS) == {RUNS, JOBS, IMAGES, WINDOWS, CURSORS, DEADLETTERS, AUDIT_SNAPSHOTS}
+    assert set(COLLECTIONS) == {
+        RUNS,
+        JOBS,
+        IMAGES,
+        WINDOWS,
+        CURSORS,
+        DEADLETTERS,
+        AUDIT_SNAPSHOTS,
+        SCHEDULES,
+        SCHEDULE_RUNS,
+    }
 
 
 # ---------------------------------------------------------------- images: inventory and runtime

@@ -35,6 +35,8 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "scheduler_impacts": ("counter", ("source",)),
     "scheduler_jobs_emitted": ("counter", ("class", "kind")),
     "scheduler_late_impacts": ("counter", ()),
+    "scheduler_schedule_lag_seconds": ("histogram", ()),
+    "scheduler_schedule_occurrences": ("counter", ("outcome",)),
     "scheduler_projection_lag": ("gauge", ("collection_group", "topic", "partition")),
     "scheduler_projection_writes": ("counter", ("collection",)),
     "scheduler_executor_latency_seconds": ("histogram", ("executor",)),
