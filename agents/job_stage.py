@@ -183,6 +183,7 @@ class Runner:
                 previous_verdict=previous.verdict if previous else "unknown",
                 attempts=attempts,
                 finished_at=at,
+                traces=outcome.traces,
             )
             await publish(result_outputs(pipe, result))
             return None

@@ -28,6 +28,7 @@ EXTERNAL: dict[str, tuple[str, str, bool, str]] = {
     "tail": ("cli.consume", "main", True, "follow signed completion events, verifying each"),
     "query": ("cli.consume", "main", True, "read the MongoDB read models (runs, jobs, images, ...)"),
     "deadletter": ("cli.deadletter", "main", False, "list, show and replay dead letters"),
+    "explain": ("cli.explain", "main", False, "why an image has a finding: range, VEX, policy rule"),
 }
 
 TOP_EPILOG = """\
@@ -72,6 +73,7 @@ output lists the jobs (ids, priority class, kind, reasons) the stream would emit
 examples:
   stella-sched preview --sbom bom.json --image-digest sha256:<64 hex> --advisory /work/shared/data/osv/ghsa/
   stella-sched preview --tenant acme --sbom sboms/ --advisory osv/ --vex vex/ --json
+  stella-sched preview --sbom bom.json --image-digest sha256:<64 hex> --advisory osv/ --explain --json
 """
 
 KEYS_EPILOG = """\
@@ -209,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-digest", metavar="sha256:HEX", help="image digest of a single SBOM")
     p.add_argument("--repository", help="image repository of a single SBOM")
     p.add_argument("--window", type=_positive, default=30, metavar="SECONDS", help="impact window (30)")
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="also evaluate each image: per affected component the range event pair, VEX and policy rule",
+    )
     p.add_argument("--json", action="store_true", help="canonical JSON output")
 
     p = _sub(

@@ -22,6 +22,7 @@ from schemas.messages import (
     Finding,
     FindingChange,
     FindingsDelta,
+    FindingTrace,
     JobCommand,
     JobResult,
     SeverityCounts,
@@ -38,6 +39,11 @@ def finding_key(f: Finding) -> FindingKey:
 def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
     """Canonical order: package, then vulnerability id, then version."""
     return sorted(findings, key=lambda f: (f.package, f.id, f.version or ""))
+
+
+def sort_traces(traces: Iterable[FindingTrace]) -> list[FindingTrace]:
+    """Canonical order of explain traces, the findings' own: package, vulnerability id, version."""
+    return sorted(traces, key=lambda t: (t.package, t.id, t.version or "", t.purl))
 
 
 def _by_key(findings: Iterable[Finding]) -> dict[FindingKey, Finding]:
@@ -101,8 +107,10 @@ def completed_result(
     previous_verdict: Verdict,
     attempts: Sequence[Attempt],
     finished_at: datetime,
+    traces: Sequence[FindingTrace] = (),
 ) -> JobResult:
-    """The JobResult for a successful execution, with its diff against the image's previous result."""
+    """The JobResult for a successful execution, with its diff against the image's previous result and
+    the findings' explain traces (part of the signed payload)."""
     ordered = sort_findings(findings)
     return JobResult(
         **_identity(job),
@@ -117,6 +125,7 @@ def completed_result(
         kev_hits=kev_hits(ordered),
         inputs=job.inputs,
         sla_breached=finished_at > job.deadline,
+        traces=sort_traces(traces),
     )
 
 
