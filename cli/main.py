@@ -29,6 +29,7 @@ EXTERNAL: dict[str, tuple[str, str, bool, str]] = {
     "query": ("cli.consume", "main", True, "read the MongoDB read models (runs, jobs, images, ...)"),
     "deadletter": ("cli.deadletter", "main", False, "list, show and replay dead letters"),
     "explain": ("cli.explain", "main", False, "why an image has a finding: range, VEX, policy rule"),
+    "simulate": ("cli.simulate", "main", False, "what a candidate policy would change (nothing written)"),
 }
 
 TOP_EPILOG = """\

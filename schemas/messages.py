@@ -506,6 +506,52 @@ class JobCancel(Model):
     at: Timestamp
 
 
+# ---------------------------------------------------------------- policy simulation
+
+
+class SimulationImage(Model):
+    """One image under a candidate policy: its live verdict, the simulated one, and the findings that flip."""
+
+    image_digest: str
+    live_verdict: Literal["pass", "fail", "unknown"]
+    simulated_verdict: Literal["pass", "fail", "unknown"]
+    newly_failing: list[str] = Field(
+        default=[], description="'id package' of findings that would start failing"
+    )
+    newly_passing: list[str] = Field(
+        default=[], description="'id package' of findings that would stop failing"
+    )
+
+
+class SimulationTotals(Model):
+    images: int = 0
+    to_fail: int = 0
+    to_pass: int = 0
+    unchanged: int = 0
+    not_evaluated: int = Field(0, description="selected images without a live evaluation to compare with")
+    newly_failing: int = 0
+    newly_passing: int = 0
+
+
+class SimulationCompleted(Model):
+    """What activating a candidate policy would change, computed without changing anything. Key: tenant."""
+
+    schema_id: Literal["scheduler.simulation-completed@1"] = Field(
+        "scheduler.simulation-completed@1", alias="schema"
+    )
+    simulation_id: str
+    tenant: str
+    state: Literal["completed", "cancelled"] = "completed"
+    at: Timestamp
+    mode: Literal["read-model", "queue"] = Field(
+        description="read-model: live findings re-judged by the candidate rules; queue: re-evaluated by jobs"
+    )
+    selector: Selector
+    rules: PolicyRules
+    images: list[SimulationImage] = []
+    totals: SimulationTotals = SimulationTotals()
+
+
 class Signature(Model):
     keyid: str
     sig: str
@@ -547,6 +593,7 @@ ALL_MODELS: list[type[BaseModel]] = [
     Tick,
     JobAttempt,
     JobCancel,
+    SimulationCompleted,
     SignedEnvelope,
 ]
 
