@@ -10,8 +10,8 @@ import orjson
 
 from cli.verify import check, load_trusted
 from projections.explain import finding_explain
-from tests.integration.pipeline_kit import CERN_A, Deployment
-from tests.integration.replay_kit import extended_scenario, read_models, share_key, topic_snapshot
+from tests.integration.pipeline_kit import CERN_A, Deployment, advisories, inventories, later, vex_minimist
+from tests.integration.replay_kit import read_models, settle_phase, share_key, topic_snapshot
 
 MINIMIST = "GHSA-vh95-rmgr-6w4m"
 
@@ -20,7 +20,15 @@ async def test_findings_carry_traces_into_read_models_and_signed_events(deployme
     pipe = deployment("x")
     share_key(pipe)
     try:
-        await extended_scenario(pipe)
+        # inventories → advisories → VEX, each phase settled (generous deadlines: a loaded machine is slow,
+        # never wrong)
+        await pipe.start()
+        await pipe.publish(inventories())
+        await settle_phase(pipe, "inventories", timeout=900.0)
+        await pipe.publish(advisories(later(60)))
+        await settle_phase(pipe, "advisories", timeout=900.0)
+        await pipe.publish(vex_minimist(later(120)))
+        await settle_phase(pipe, "vex", timeout=900.0)
         images = {d["_id"]: d for d in read_models(pipe)["images"]}
         evaluated = [d for d in images.values() if d.get("evaluated_job_id")]
         assert evaluated
