@@ -207,7 +207,7 @@ def build_runtime(settings: Settings, deps: ApiDeps | None, config: ApiConfig | 
 
 
 def create_app(settings: Settings, deps: ApiDeps | None = None, config: ApiConfig | None = None) -> FastAPI:
-    from controlplane import routes_feeds, routes_read, routes_system, routes_write
+    from controlplane import routes_feeds, routes_read, routes_simulation, routes_system, routes_write
 
     rt = build_runtime(settings, deps, config)
 
@@ -243,6 +243,7 @@ def create_app(settings: Settings, deps: ApiDeps | None = None, config: ApiConfi
     app.include_router(routes_read.router)
     app.include_router(routes_write.router)
     app.include_router(routes_feeds.router)
+    app.include_router(routes_simulation.router)
     # Outermost last: metrics see every answer, including the body limit's 413.
     app.add_middleware(BodyLimitMiddleware, max_bytes=rt.config.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=rt.metrics)

@@ -26,6 +26,7 @@ from schemas.messages import (
     JobResult,
     RunEvent,
     SignedEnvelope,
+    SimulationCompleted,
     SlaBreach,
     schema_id_of,
 )
@@ -39,6 +40,7 @@ TOPIC_MODELS: dict[str, type[BaseModel]] = {
     "job-results": JobResult,
     "run-events": RunEvent,
     "sla-breaches": SlaBreach,
+    "simulations": SimulationCompleted,
     "deadletter": DeadLetter,
     "cursors": CursorUpdate,
     "events.signed": SignedEnvelope,

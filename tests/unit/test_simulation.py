@@ -6,16 +6,19 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cli.output import CliError
 from cli.simulate import load_policy, run_simulation
+from controlplane.backends import MemoryPublisher
 from projections.fold import Position, fold
 from projections.simulation import simulate_documents
 from projections.store import MemoryStore
@@ -272,3 +275,63 @@ def test_policy_file_errors_name_the_file_and_field(tmp_path: Path) -> None:
     rules, selector = load_policy(str(good))
     assert rules == PolicyRules(fail_on_kev=False)
     assert selector is None
+
+
+# ---------------------------------------------------------------- the API route and the signer's view
+
+
+@pytest.fixture
+def simulation_api(tmp_path: Path) -> Iterator[tuple[str, MemoryPublisher, MemoryStore]]:
+    from agents.settings import Settings
+    from controlplane.app import ApiDeps, create_app
+    from controlplane.auth import token_hash
+    from controlplane.backends import MemoryReadModels
+    from controlplane.config import ApiConfig
+    from controlplane.testing import ServerThread
+
+    read, write = "scheduler.runs.read", "scheduler.runs.write"
+    tokens = [
+        {"token_sha256": token_hash("tok-w"), "tenant": "acme", "scopes": [read, write]},
+        {"token_sha256": token_hash("tok-r"), "tenant": "acme", "scopes": [read]},
+    ]
+    path = tmp_path / "access.json"
+    path.write_text(json.dumps({"tokens": tokens}))
+    store, publisher = estate(), MemoryPublisher(partitions=2)
+    deps = ApiDeps(publisher=publisher, read_models=MemoryReadModels(store), clock=lambda: T0)
+    app = create_app(Settings(topic_prefix="u."), deps, ApiConfig(tokens_path=str(path)))
+    with ServerThread(app) as server:
+        yield server.url, publisher, store
+
+
+def test_simulation_route_answers_produces_the_event_and_touches_nothing(
+    simulation_api: tuple[str, MemoryPublisher, MemoryStore],
+) -> None:
+    url, publisher, store = simulation_api
+    before = copy.deepcopy(store.state)
+    body = {"rules": {"severity_threshold": "medium"}, "selector": {"namespaces": ["prod"]}}
+    headers = {"Authorization": "Bearer tok-w"}
+    first = httpx.post(url + "/api/v1/policies/simulations", json=body, headers=headers)
+    assert first.status_code == 202, first.text
+    out = first.json()
+    assert out["simulation"]["totals"]["to_fail"] == 1
+    [(topic, _partition, _offset, key, value)] = publisher.records
+    assert (topic, key) == ("u.simulations", b"acme")
+    message = SimulationCompleted.model_validate_json(value or b"")
+    assert message.simulation_id == out["simulation_id"]
+    again = httpx.post(url + "/api/v1/policies/simulations", json=body, headers=headers).json()
+    assert again["simulation"] == out["simulation"]  # same state, same request: same bytes
+    assert store.state == before
+    reader = httpx.post(
+        url + "/api/v1/policies/simulations", json=body, headers={"Authorization": "Bearer tok-r"}
+    )
+    assert reader.status_code == 403
+    bad = httpx.post(url + "/api/v1/policies/simulations", json={"rules": {"x": 1}}, headers=headers)
+    assert bad.status_code == 422
+
+
+def test_the_signer_signs_simulations_under_their_id() -> None:
+    from agents.signer_stage import signable, subject_of
+
+    sim = simulate("acme", Selector(all=True), STRICT, LIVE, [live(1, finding("A", "medium"))], at=T0)
+    assert signable(sim)
+    assert subject_of(sim) == sim.simulation_id
