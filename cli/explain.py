@@ -111,9 +111,11 @@ def _lookup(store: Any, args: argparse.Namespace) -> dict[str, Any]:
         raise CliError(f"image {args.image!r} not found{where}")
     answer = finding_explain(docs[0], args.vuln)
     if answer is None:
+        omitted = docs[0].get("traces_omitted") or 0
+        why = f" ({omitted} trace(s) were left out of that result for size)" if omitted else ""
         raise CliError(
             f"image {args.image} has no trace for {args.vuln!r}: its last evaluation matched no component "
-            "against it (or it has not been evaluated since traces were introduced)"
+            f"against it, or it has not been evaluated since traces were introduced{why}"
         )
     return answer
 

@@ -373,6 +373,7 @@ class JobResult(Model):
     traces: list[FindingTrace] = Field(
         default=[], description="explain traces of the findings (and VEX-suppressed matches), sorted"
     )
+    traces_omitted: int = Field(0, description="traces left out to keep the result under the size budget")
 
 
 class ExecutorReport(Model):

@@ -528,3 +528,54 @@ def test_preview_explain_json_shows_the_pair_for_each_affected_component(
     assert capsys.readouterr().out == raw  # deterministic
     assert main(argv) == 0
     assert "contains   0.0.8 in [introduced 0, fixed 0.2.1)" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- size budget
+
+
+def big_evaluation(n: int) -> Any:
+    packages = [f"npm/p{i:04d}" for i in range(n)]
+    advisories = [
+        advisory(
+            f"GHSA-{i:04d}",
+            affected("npm", p, {"introduced": "0"}, {"fixed": "2.0.0"}),
+            severity="high" if i % 10 == 0 else "low",
+        )
+        for i, p in enumerate(packages)
+    ]
+    return evaluate_explained(image(*((p, "1.0.0") for p in packages)), advisories, [], PolicyRules())
+
+
+def test_traces_fit_the_budget_failing_ones_first() -> None:
+    from streams.findings import fit_traces
+
+    traces = big_evaluation(60).traces
+    assert fit_traces(traces) == (traces, 0)
+    full = sum(len(dumps(t.model_dump(mode="json"))) + 1 for t in traces)
+    compact, omitted = fit_traces(traces, budget=full - 1)
+    assert omitted == 0
+    assert all(t.range.written == [] and t.range.fixed == "2.0.0" for t in compact)
+    few, omitted = fit_traces(traces, budget=full // 6)
+    assert 0 < len(few) < len(traces)
+    assert omitted == len(traces) - len(few)
+    assert {t.id for t in few} >= {t.id for t in traces if t.policy.effect == "fail"}
+    assert few == sorted(few, key=lambda t: (t.package, t.id, t.version or "", t.purl))
+    assert fit_traces(list(reversed(traces)), budget=full // 6) == (few, omitted)
+
+
+def test_a_result_with_thousands_of_findings_stays_under_the_message_cap() -> None:
+    ev = big_evaluation(3000)
+    result = completed_result(
+        job(),
+        ev.findings,
+        ev.verdict,
+        previous_findings=None,
+        previous_verdict="unknown",
+        attempts=[],
+        finished_at=T0,
+        traces=ev.traces,
+    )
+    assert len(result.findings) == 3000
+    assert result.traces_omitted > 0
+    assert len(result.traces) + result.traces_omitted == 3000
+    assert len(statement_bytes(result)) < 1_048_576
