@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
+import hmac
 import json
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,12 +16,14 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI, Request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cli.output import CliError
 from cli.simulate import load_policy, run_simulation
 from controlplane.backends import MemoryPublisher
+from controlplane.testing import ServerThread
 from projections.fold import Position, fold
 from projections.simulation import simulate_documents
 from projections.store import MemoryStore
@@ -287,7 +292,6 @@ def simulation_api(tmp_path: Path) -> Iterator[tuple[str, MemoryPublisher, Memor
     from controlplane.auth import token_hash
     from controlplane.backends import MemoryReadModels
     from controlplane.config import ApiConfig
-    from controlplane.testing import ServerThread
 
     read, write = "scheduler.runs.read", "scheduler.runs.write"
     tokens = [
@@ -335,3 +339,44 @@ def test_the_signer_signs_simulations_under_their_id() -> None:
     sim = simulate("acme", Selector(all=True), STRICT, LIVE, [live(1, finding("A", "medium"))], at=T0)
     assert signable(sim)
     assert subject_of(sim) == sim.simulation_id
+
+
+def test_callback_gets_the_hmac_signed_simulation(
+    simulation_api: tuple[str, MemoryPublisher, MemoryStore],
+) -> None:
+    url, _, _ = simulation_api
+    received: list[tuple[bytes, dict[str, str]]] = []
+    arrived = threading.Event()
+    receiver = FastAPI()
+
+    @receiver.post("/hook")
+    async def hook(request: Request) -> dict[str, bool]:
+        received.append((await request.body(), dict(request.headers)))
+        arrived.set()
+        return {"ok": True}
+
+    secret = "s3cret-for-callbacks"
+    with ServerThread(receiver) as hook_server:
+        body = {
+            "rules": {"severity_threshold": "medium"},
+            "callback": {"url": hook_server.url + "/hook", "secret": secret},
+        }
+        resp = httpx.post(
+            url + "/api/v1/policies/simulations", json=body, headers={"Authorization": "Bearer tok-w"}
+        )
+        assert resp.status_code == 202, resp.text
+        assert resp.json()["callback"] == "scheduled"
+        assert "secret" not in json.dumps(resp.json()["simulation"])
+        assert arrived.wait(60)
+    payload, headers = received[0]
+    expected = "sha256=" + hmac.new(secret.encode(), payload, hashlib.sha256).hexdigest()
+    assert headers["x-stella-signature"] == expected
+    assert headers["x-stella-event-id"] == hashlib.sha256(payload).hexdigest()
+    assert json.loads(payload)["simulation_id"] == resp.json()["simulation_id"]
+    short = {"rules": {}, "callback": {"url": "ftp://x", "secret": "short"}}
+    assert (
+        httpx.post(
+            url + "/api/v1/policies/simulations", json=short, headers={"Authorization": "Bearer tok-w"}
+        ).status_code
+        == 422
+    )
