@@ -4,7 +4,7 @@ An executor turns a JobCommand into one attempt's outcome. It never retries by i
 (``streams.retry``) decides what follows, so retry behaviour is identical for every executor and survives
 restarts. Outcomes are classified here, at the edge, because only the adapter knows what an error means:
 
-- ``Ok``: findings and verdict;
+- ``Ok``: findings, verdict and explain traces (the HTTP body may carry its own, else none);
 - ``Transient``: worth retrying (5xx, 429 with its Retry-After, connection failures, lookup errors);
 - ``Permanent``: retrying cannot help (4xx other than 429, malformed success body, unknown image,
   evaluator crash on deterministic input);
@@ -28,13 +28,14 @@ from schemas.messages import (
     AdvisoryDelta,
     Attempt,
     Finding,
+    FindingTrace,
     Inventory,
     JobCommand,
     PolicyRules,
     VexStatement,
 )
-from streams.evaluator import VersionMatcher, evaluate
-from streams.findings import sort_findings
+from streams.evaluator import VersionMatcher, evaluate_explained
+from streams.findings import sort_findings, sort_traces
 
 Verdict = Literal["pass", "fail", "unknown"]
 
@@ -43,6 +44,7 @@ Verdict = Literal["pass", "fail", "unknown"]
 class Ok:
     findings: list[Finding]
     verdict: Verdict
+    traces: list[FindingTrace] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -160,10 +162,10 @@ class ReferenceExecutor:
         except Exception as exc:  # a store hiccup: the same lookup may well succeed later
             return Transient(f"lookup failed: {type(exc).__name__}: {exc}")
         try:
-            findings, verdict = evaluate(inventory, advisories, vex, rules, matcher=self._matcher)
+            result = evaluate_explained(inventory, advisories, vex, rules, matcher=self._matcher)
         except Exception as exc:  # same inputs give the same crash: retrying only burns the budget
             return Permanent(f"evaluator failed: {type(exc).__name__}: {exc}")
-        return Ok(findings, verdict)
+        return Ok(result.findings, result.verdict, result.traces)
 
 
 class MemoryExecutor:
@@ -324,5 +326,14 @@ def _ok_from_body(response: httpx.Response) -> ExecOutcome:
         findings = [Finding.model_validate(item) for item in raw]
     except ValidationError as exc:
         return Permanent(f"2xx response: invalid finding: {_short(str(exc))}")
+    # Traces are optional (schemas/json/scheduler.executor-report.v1.json); malformed ones are refused
+    # like a malformed finding, since the same body would be malformed on every retry.
+    raw_traces = body.get("traces", [])
+    if not isinstance(raw_traces, list):
+        return Permanent("2xx response: traces is not a list")
+    try:
+        traces = [FindingTrace.model_validate(item) for item in raw_traces]
+    except ValidationError as exc:
+        return Permanent(f"2xx response: invalid trace: {_short(str(exc))}")
     verdict: Verdict = body["verdict"]
-    return Ok(sort_findings(findings), verdict)
+    return Ok(sort_findings(findings), verdict, sort_traces(traces))

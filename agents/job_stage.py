@@ -146,6 +146,7 @@ class Runner:
                 previous_verdict=previous.verdict if previous else "unknown",
                 attempts=attempts,
                 finished_at=at,
+                traces=outcome.traces,
             )
             try:
                 outputs = result_outputs(pipe, result)

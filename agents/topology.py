@@ -52,6 +52,7 @@ def topics(prefix: str = "", partitions: int | None = None) -> list[TopicSpec]:
         TopicSpec(f"{p}run-inputs", "run id", n),
         TopicSpec(f"{p}run-events", "run id", n),
         TopicSpec(f"{p}sla-breaches", "image digest", n),
+        TopicSpec(f"{p}simulations", "tenant", n),
         TopicSpec(f"{p}cursors", "source", n),
         TopicSpec(f"{p}events.signed", "tenant/subject", n),
         TopicSpec(f"{p}deadletter", "source topic", n, FOREVER),

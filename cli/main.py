@@ -52,6 +52,10 @@ COMMANDS: dict[str, Command] = {
     "schedules": Command(
         "cli.schedules", "cron sweeps: next fire times, schedules, catch-up", own_parser=True
     ),
+    "explain": Command("cli.explain", "why an image has a finding: range, VEX, policy rule", own_parser=True),
+    "simulate": Command(
+        "cli.simulate", "what a candidate policy would change (nothing written)", own_parser=True
+    ),
 }
 
 TOP_EPILOG = """\
@@ -96,6 +100,7 @@ output lists the jobs (ids, priority class, kind, reasons) the stream would emit
 examples:
   stella-sched preview --sbom bom.json --image-digest sha256:<64 hex> --advisory tests/data/osv/ghsa/
   stella-sched preview --tenant acme --sbom sboms/ --advisory osv/ --vex vex/ --json
+  stella-sched preview --sbom bom.json --image-digest sha256:<64 hex> --advisory osv/ --explain --json
 """
 
 KEYS_EPILOG = """\
@@ -242,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-digest", type=_digest, metavar="sha256:HEX", help="image digest of a single SBOM")
     p.add_argument("--repository", help="image repository of a single SBOM")
     p.add_argument("--window", type=_positive, default=30, metavar="SECONDS", help="impact window (30)")
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="also evaluate each image: per affected component the range event pair, VEX and policy rule",
+    )
     p.add_argument("--json", action="store_true", help="canonical JSON output")
 
     p = _sub(

@@ -68,6 +68,40 @@ def report_of(result: Any, inputs: dict[str, int]) -> dict[str, Any]:
     }
 
 
+def _pair(trace: dict[str, Any]) -> dict[str, Any]:
+    rng = trace["range"]
+    keys = ("kind", "introduced", "fixed", "last_affected", "limit", "listed")
+    return {k: rng.get(k) for k in keys}
+
+
+def add_explain(report: dict[str, Any], evaluations: dict[str, Any]) -> None:
+    """``--explain``: per image the reference evaluator's verdict, and for each affected component the
+    range event pair containing its version, with the full traces."""
+    images = report["images"]
+    for key, evaluation in evaluations.items():
+        traces = [t.model_dump(mode="json") for t in evaluation.traces]
+        if not traces and key not in images:
+            continue
+        image = images.setdefault(key, {"jobs": [], "affected": [], "explanations": []})
+        image["explain"] = {
+            "verdict": evaluation.verdict,
+            "components": [
+                {
+                    "purl": t["purl"],
+                    "package": t["package"],
+                    "version": t["version"],
+                    "advisory": t["id"],
+                    "outcome": t["outcome"],
+                    "pair": _pair(t),
+                    "policy": t["policy"]["rule"] + " -> " + t["policy"]["effect"],
+                }
+                for t in traces
+            ],
+            "traces": traces,
+        }
+    report["images"] = dict(sorted(images.items()))
+
+
 def print_report(report: dict[str, Any]) -> None:
     out = sys.stdout
     inputs = ", ".join(f"{n} {k}" for k, n in report["inputs"].items())
@@ -98,6 +132,13 @@ def print_report(report: dict[str, Any]) -> None:
                     f"    {line['status']:<18} {line['advisory']:<22} "
                     f"{line['package']}@{line['version']}  ({line['reason']})\n"
                 )
+        if "explain" in image:
+            from cli.explain import trace_lines
+
+            explain = image["explain"]
+            out.write(f"  explain: verdict {explain['verdict']}, {len(explain['traces'])} match(es)\n")
+            for trace in explain["traces"]:
+                out.write("\n".join(trace_lines(trace, "    ")) + "\n")
     for note in report["notes"]:
         out.write(f"note: {note}\n")
 
@@ -144,6 +185,10 @@ def run(args: argparse.Namespace) -> int:
         "runtime_events": len(parsed["runtime"]),
     }
     report = report_of(result, inputs)
+    if getattr(args, "explain", False):
+        from streams.preview import explain_estate
+
+        add_explain(report, explain_estate(parsed["sbom"], parsed["osv"], parsed["vex"], parsed["policy"]))
     if args.json:
         print_json(report)
     else:

@@ -19,7 +19,14 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from agents.settings import Settings
-from controlplane import routes_feeds, routes_read, routes_schedules, routes_system, routes_write
+from controlplane import (
+    routes_feeds,
+    routes_read,
+    routes_schedules,
+    routes_simulation,
+    routes_system,
+    routes_write,
+)
 from controlplane.auth import AccessControl, Principal
 from controlplane.backends import KafkaPublisher, MongoReadModels, Publisher, ReadModels
 from controlplane.config import ApiConfig
@@ -103,6 +110,7 @@ def create_app(settings: Settings, deps: ApiDeps | None = None, config: ApiConfi
     app.include_router(routes_read.router)
     app.include_router(routes_write.router)
     app.include_router(routes_feeds.router)
+    app.include_router(routes_simulation.router)
     app.include_router(routes_schedules.router)
     # Outermost last: metrics see every answer, including the body limit's 413; the edge (authenticate
     # writes, then strict JSON) reads bodies only within the limit.

@@ -10,6 +10,7 @@ from controlplane.deps import Consistent, Reader, RuntimeDep
 from controlplane.errors import ApiError
 from controlplane.paging import decode_cursor, encode_cursor
 from controlplane.views import cursor_view, deadletter_tenant, deadletter_view, image_view, public
+from projections.explain import finding_explain
 from projections.fold import (
     CURSORS,
     DEADLETTERS,
@@ -236,3 +237,21 @@ async def list_cursors(principal: Reader, rt: RuntimeDep, _: None = Consistent) 
     """How far each source feed has been folded (global feeds; other tenants' policy ids redacted)."""
     page = await rt.db(lambda s: s.find(CURSORS, None, limit=MAX_PAGE))
     return {"items": [cursor_view(d, principal.tenant) for d in page.items]}
+
+
+@router.get("/images/{digest}/findings/{vuln}/explain")
+async def explain_finding(
+    digest: str, vuln: str, principal: Reader, rt: RuntimeDep, _: None = Consistent
+) -> dict[str, Any]:
+    """Why the image's last evaluation reports (or VEX-suppresses) ``vuln``: advisory, range event pair,
+    VEX statements considered, policy rule. 404 when the image has no trace for it."""
+    doc = owned(
+        await rt.db(lambda s: s.get(IMAGES, image_id(principal.tenant, digest))),
+        principal.tenant,
+        "image",
+        digest,
+    )
+    answer = finding_explain(doc, vuln)
+    if answer is None:
+        raise not_found("finding", f"{vuln} in image {digest}")
+    return answer

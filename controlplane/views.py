@@ -23,6 +23,7 @@ def image_view(doc: Document) -> dict[str, Any]:
     """The image as served: labels as a map, ``running`` / ``running_sites`` derived from the runtime sites."""
     view = public(doc)
     view.pop("sites", None)
+    view.pop("traces", None)  # served by the explain route, one finding at a time
     view["id"] = doc.get("image_digest", view["id"])
     view.update(image_fields(doc))
     return view

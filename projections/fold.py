@@ -376,6 +376,9 @@ def _fold_result(msg: JobResult, pos: Position) -> list[DocUpdate]:
             "kev_hits": msg.kev_hits,
             "evaluated_at": finished,
             "evaluated_job_id": msg.job_id,
+            # Why each finding is there (served by .../findings/{vuln}/explain, not by the image view).
+            "traces": [t.model_dump(mode="json") for t in msg.traces],
+            "traces_omitted": msg.traces_omitted,
         }
     image = DocUpdate(IMAGES, image_id(msg.tenant, msg.image_digest), pos.source, pos.offset, set=latest)
     return [job, image]

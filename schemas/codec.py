@@ -32,6 +32,7 @@ from schemas.messages import (
     ScheduleCommand,
     ScheduleEvent,
     SignedEnvelope,
+    SimulationCompleted,
     SlaBreach,
     schema_id_of,
 )
@@ -47,6 +48,7 @@ TOPIC_MODELS: dict[str, type[BaseModel]] = {
     "job-results": JobResult,
     "run-events": RunEvent,
     "sla-breaches": SlaBreach,
+    "simulations": SimulationCompleted,
     "deadletter": DeadLetter,
     "cursors": CursorUpdate,
     "events.signed": SignedEnvelope,

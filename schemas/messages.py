@@ -256,6 +256,70 @@ class Finding(Model):
     aliases: list[str] = []
 
 
+# ---------------------------------------------------------------- explain traces (why a finding exists)
+
+
+class RangeTrace(Model):
+    """Where the component's version fell inside the advisory's affected entry."""
+
+    package: str
+    ecosystem: str
+    kind: Literal["versions", "ECOSYSTEM", "SEMVER", "matcher"] = Field(
+        description="versions: an explicit list matched; matcher: an injected matcher decided (no span)"
+    )
+    scheme: str = Field("", description="version scheme used to compare (univers class name)")
+    written: list[RangeEvent] = Field(default=[], description="the range's events as the advisory wrote them")
+    normalised: list[RangeEvent] = Field(
+        default=[], description="the same events in walk order, bounds as the scheme renders them"
+    )
+    introduced: str | None = Field(None, description="the event pair containing the version: its opening")
+    fixed: str | None = None
+    last_affected: str | None = None
+    limit: str | None = Field(None, description="the limit event capping the range above the version")
+    listed: str | None = Field(None, description="kind versions: the listed version the component equals")
+    refused: list[str] = Field(default=[], description="ranges of the entry not evaluated (GIT), and why")
+    reason: str = ""
+
+
+class VexConsidered(Model):
+    """One VEX statement that applied to the finding, and whether it governed it."""
+
+    document_id: str
+    statement_id: str
+    status: VexStatus
+    justification: str | None = None
+    timestamp: Timestamp
+    format: str
+    product: str = Field(description="the statement's product that named the image or component")
+    outcome: Literal["won", "overridden"]
+    why: str
+
+
+class PolicyTrace(Model):
+    """The policy rule that decided how the finding counts toward the verdict."""
+
+    rule: Literal["allow_ids", "fail_on_kev", "severity_threshold", "vex"]
+    effect: Literal["fail", "pass"]
+    detail: str
+
+
+class FindingTrace(Model):
+    """Why one (advisory, component) match is, or is not, a finding (explain traces)."""
+
+    id: str
+    aliases: list[str] = []
+    modified: Timestamp
+    package: str
+    purl: str
+    version: str | None = None
+    severity: Severity
+    kev: bool = False
+    outcome: Literal["reported", "suppressed"] = Field(description="suppressed: a VEX statement won")
+    range: RangeTrace
+    vex: list[VexConsidered] = Field(default=[], description="winner first, then by precedence")
+    policy: PolicyTrace
+
+
 class FindingChange(Model):
     id: str
     package: str
@@ -314,6 +378,20 @@ class JobResult(Model):
     inputs: JobInputs = JobInputs()
     error: str = ""
     sla_breached: StrictBool = False
+    traces: list[FindingTrace] = Field(
+        default=[], description="explain traces of the findings (and VEX-suppressed matches), sorted"
+    )
+    traces_omitted: int = Field(0, description="traces left out to keep the result under the size budget")
+
+
+class ExecutorReport(Model):
+    """The 2xx body an HTTP executor (``POST {base}/reports``) answers with. ``findings`` and ``traces``
+    are optional; an executor that explains its findings returns its own traces in this shape."""
+
+    schema_id: Literal["scheduler.executor-report@1"] = Field("scheduler.executor-report@1", alias="schema")
+    verdict: Literal["pass", "fail", "unknown"]
+    findings: list[Finding] = []
+    traces: list[FindingTrace] = []
 
 
 class DeltaSummary(Model):
@@ -604,6 +682,52 @@ class ScheduleEvent(Model):
     rejected: str = Field("", description="why a command changed nothing (unknown schedule, exists, ...)")
 
 
+# ---------------------------------------------------------------- policy simulation
+
+
+class SimulationImage(Model):
+    """One image under a candidate policy: its live verdict, the simulated one, and the findings that flip."""
+
+    image_digest: str
+    live_verdict: Literal["pass", "fail", "unknown"]
+    simulated_verdict: Literal["pass", "fail", "unknown"]
+    newly_failing: list[str] = Field(
+        default=[], description="'id package' of findings that would start failing"
+    )
+    newly_passing: list[str] = Field(
+        default=[], description="'id package' of findings that would stop failing"
+    )
+
+
+class SimulationTotals(Model):
+    images: int = 0
+    to_fail: int = 0
+    to_pass: int = 0
+    unchanged: int = 0
+    not_evaluated: int = Field(0, description="selected images without a live evaluation to compare with")
+    newly_failing: int = 0
+    newly_passing: int = 0
+
+
+class SimulationCompleted(Model):
+    """What activating a candidate policy would change, computed without changing anything. Key: tenant."""
+
+    schema_id: Literal["scheduler.simulation-completed@1"] = Field(
+        "scheduler.simulation-completed@1", alias="schema"
+    )
+    simulation_id: str
+    tenant: str
+    state: Literal["completed", "cancelled"] = "completed"
+    at: Timestamp
+    mode: Literal["read-model", "queue"] = Field(
+        description="read-model: live findings re-judged by the candidate rules; queue: re-evaluated by jobs"
+    )
+    selector: Selector
+    rules: PolicyRules
+    images: list[SimulationImage] = []
+    totals: SimulationTotals = SimulationTotals()
+
+
 class Signature(Model):
     keyid: str
     sig: str
@@ -636,6 +760,7 @@ ALL_MODELS: list[type[BaseModel]] = [
     Impact,
     JobCommand,
     JobResult,
+    ExecutorReport,
     RunEvent,
     SlaBreach,
     DeadLetter,
@@ -650,6 +775,7 @@ ALL_MODELS: list[type[BaseModel]] = [
     ScheduleCommand,
     ScheduleEvent,
     ReportSeen,
+    SimulationCompleted,
     SignedEnvelope,
 ]
 

@@ -1,7 +1,7 @@
 """in-toto Statement v1 payloads for the signed-events topic (docs/architecture.md §7).
 
 The subject is what a consumer looks the event up by: the image digest for job completions and SLA breaches,
-the run id for run completions. The predicate is the completion message itself, so a verifier needs nothing
+the run id for run completions, the simulation id for simulation completions. The predicate is the completion message itself, so a verifier needs nothing
 but the envelope. Payload bytes come from the canonical encoder (sorted keys, no floats), which is what makes
 replays reproduce payloads, event ids and Ed25519 signatures byte for byte.
 """
@@ -16,7 +16,7 @@ from typing import Any
 from nacl.signing import SigningKey as _NaclSigningKey
 
 from schemas.canonical import dumps
-from schemas.messages import JobResult, RunEvent, SignedEnvelope, SlaBreach
+from schemas.messages import JobResult, RunEvent, SignedEnvelope, SimulationCompleted, SlaBreach
 from signing.dsse import PAYLOAD_TYPE_INTOTO, sign
 from signing.keys import SigningKey
 
@@ -24,8 +24,9 @@ STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_JOB_COMPLETED = "https://stellaops.io/scheduler/job-completed/v1"
 PREDICATE_RUN_COMPLETED = "https://stellaops.io/scheduler/run-completed/v1"
 PREDICATE_SLA_BREACH = "https://stellaops.io/scheduler/sla-breach/v1"
+PREDICATE_SIMULATION_COMPLETED = "https://stellaops.io/scheduler/simulation-completed/v1"
 
-Completion = JobResult | RunEvent | SlaBreach
+Completion = JobResult | RunEvent | SlaBreach | SimulationCompleted
 
 _DIGEST = re.compile(r"^(?P<alg>[a-z0-9]+):(?P<hex>[0-9a-f]+)$")
 
@@ -48,12 +49,16 @@ def predicate_type_of(message: Completion) -> str:
         return PREDICATE_JOB_COMPLETED
     if isinstance(message, RunEvent):
         return PREDICATE_RUN_COMPLETED
+    if isinstance(message, SimulationCompleted):
+        return PREDICATE_SIMULATION_COMPLETED
     return PREDICATE_SLA_BREACH
 
 
 def build_statement(message: Completion) -> dict[str, Any]:
     if isinstance(message, RunEvent):
         subject = run_subject(message.run_id)
+    elif isinstance(message, SimulationCompleted):
+        subject = run_subject(message.simulation_id)  # like a run: no content digest of its own
     else:
         subject = image_subject(message.image_digest)
     return {

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
+from schemas.canonical import dumps
 from schemas.messages import (
     SEVERITY_RANK,
     Attempt,
@@ -22,6 +23,7 @@ from schemas.messages import (
     Finding,
     FindingChange,
     FindingsDelta,
+    FindingTrace,
     JobCommand,
     JobResult,
     SeverityCounts,
@@ -29,6 +31,12 @@ from schemas.messages import (
 
 Verdict = Literal["pass", "fail", "unknown"]
 FindingKey = tuple[str, str]
+
+# Canonical bytes of explain traces one result may carry. A trace is ~1 KB; results are capped at 1 MiB by
+# every consumer (``max_message_bytes``), so an image with thousands of findings must not push its result
+# over: past the budget the traces lose their ranges as written / as walked (the pair and the reason stay),
+# and past it again the least telling traces are left out and counted.
+TRACE_BUDGET_BYTES = 256 * 1024
 
 
 def finding_key(f: Finding) -> FindingKey:
@@ -38,6 +46,47 @@ def finding_key(f: Finding) -> FindingKey:
 def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
     """Canonical order: package, then vulnerability id, then version."""
     return sorted(findings, key=lambda f: (f.package, f.id, f.version or ""))
+
+
+def sort_traces(traces: Iterable[FindingTrace]) -> list[FindingTrace]:
+    """Canonical order of explain traces, the findings' own: package, vulnerability id, version."""
+    return sorted(traces, key=lambda t: (t.package, t.id, t.version or "", t.purl))
+
+
+def _trace_bytes(trace: FindingTrace) -> int:
+    return len(dumps(trace.model_dump(mode="json"))) + 1
+
+
+def _compact(trace: FindingTrace) -> FindingTrace:
+    return trace.model_copy(
+        update={"range": trace.range.model_copy(update={"written": [], "normalised": []})}
+    )
+
+
+def _telling(trace: FindingTrace) -> tuple[int, int]:
+    # Keep first what decides the verdict, then other reported findings, then VEX suppressions.
+    return (0 if trace.policy.effect == "fail" else 1, 0 if trace.outcome == "reported" else 1)
+
+
+def fit_traces(
+    traces: Iterable[FindingTrace], budget: int = TRACE_BUDGET_BYTES
+) -> tuple[list[FindingTrace], int]:
+    """Traces that fit ``budget`` canonical bytes (sorted), and how many were left out. Deterministic."""
+    ordered = sort_traces(traces)
+    if sum(_trace_bytes(t) for t in ordered) <= budget:
+        return ordered, 0
+    compact = [_compact(t) for t in ordered]
+    if sum(_trace_bytes(t) for t in compact) <= budget:
+        return compact, 0
+    kept: list[FindingTrace] = []
+    used = 0
+    for trace in sorted(compact, key=_telling):  # stable: canonical order within each rank
+        size = _trace_bytes(trace)
+        if used + size > budget:
+            break
+        kept.append(trace)
+        used += size
+    return sort_traces(kept), len(ordered) - len(kept)
 
 
 def _by_key(findings: Iterable[Finding]) -> dict[FindingKey, Finding]:
@@ -101,9 +150,12 @@ def completed_result(
     previous_verdict: Verdict,
     attempts: Sequence[Attempt],
     finished_at: datetime,
+    traces: Sequence[FindingTrace] = (),
 ) -> JobResult:
-    """The JobResult for a successful execution, with its diff against the image's previous result."""
+    """The JobResult for a successful execution, with its diff against the image's previous result and
+    the findings' explain traces (part of the signed payload)."""
     ordered = sort_findings(findings)
+    kept, omitted = fit_traces(traces)
     return JobResult(
         **_identity(job),
         status="completed",
@@ -117,6 +169,8 @@ def completed_result(
         kev_hits=kev_hits(ordered),
         inputs=job.inputs,
         sla_breached=finished_at > job.deadline,
+        traces=kept,
+        traces_omitted=omitted,
     )
 
 

@@ -28,10 +28,12 @@ from schemas.messages import (
     Inventory,
     JobCommand,
     PolicyChange,
+    PolicyRules,
     Recheck,
     RuntimeEvent,
     VexStatement,
 )
+from streams.evaluator import Evaluation, evaluate_explained
 from streams.index import (
     ImageKey,
     ImageRecord,
@@ -43,6 +45,7 @@ from streams.index import (
     apply_inventory,
 )
 from streams.jobs import DEFAULT_CONFIG, JobConfig
+from streams.knowledge import Knowledge
 from streams.resolve import (
     AdvisoryPackages,
     AdvisorySpecs,
@@ -272,3 +275,33 @@ def preview(
         for key, lines in sorted(driver.explanations.items())
     }
     return PreviewResult(jobs, explanations, driver.impacts, late, len(driver.records))
+
+
+def explain_estate(
+    inventories: Sequence[Inventory],
+    advisories: Sequence[AdvisoryDelta] = (),
+    vex: Sequence[VexStatement] = (),
+    policies: Sequence[PolicyChange] = (),
+) -> dict[str, Evaluation]:
+    """What the reference evaluator would answer for every image, with explain traces ("tenant/digest" →
+    evaluation), from the same knowledge fold the worker keeps: latest inventory, advisory revision, VEX
+    statement and policy revision win whatever the input order."""
+    knowledge = Knowledge()
+    for inv in inventories:
+        knowledge.absorb_inventory(ImageKey(inv.tenant, inv.image_digest).text, inv)
+    for adv in advisories:
+        knowledge.absorb_advisory(adv)
+    for statement in vex:
+        knowledge.absorb_vex(statement)
+    for change in policies:
+        knowledge.absorb_policy(change)
+    out: dict[str, Evaluation] = {}
+    for tenant, digest in sorted(knowledge.inventories):
+        inventory = knowledge.inventories[(tenant, digest)]
+        found = knowledge.advisories_for(sorted({c.package for c in inventory.components}))
+        ids = sorted({i for a in found for i in (a.id, *a.aliases)})
+        rules = knowledge.rules(tenant) or PolicyRules()
+        out[ImageKey(tenant, digest).text] = evaluate_explained(
+            inventory, found, knowledge.vex_for(tenant, ids), rules
+        )
+    return out

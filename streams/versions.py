@@ -19,7 +19,7 @@ Nothing here raises on bad input: a version (or a range bound) the ecosystem can
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -81,9 +81,27 @@ _BY_PURL_TYPE: dict[str, type[uv.Version]] = {
 
 
 @dataclass(frozen=True, slots=True)
+class RangeSpan:
+    """Where an affected version sits (explain traces): the range as written, as walked, and the event pair
+    that contains the version. ``kind`` ``versions`` means an explicit list matched (``listed``)."""
+
+    kind: str  # ECOSYSTEM | SEMVER | versions
+    scheme: str
+    written: tuple[tuple[str, str], ...] = ()  # (event kind, bound) in the advisory's order
+    normalised: tuple[tuple[str, str], ...] = ()  # walk order, bounds as the scheme renders them
+    introduced: str | None = None
+    fixed: str | None = None
+    last_affected: str | None = None
+    limit: str | None = None
+    listed: str | None = None
+    refused: tuple[str, ...] = ()  # ranges of the entry not evaluated, each with its reason
+
+
+@dataclass(frozen=True, slots=True)
 class MatchResult:
     status: MatchStatus
     reason: str
+    span: RangeSpan | None = None  # set when affected: the range (or listed version) that matched
 
     @property
     def affected(self) -> bool:
@@ -136,21 +154,41 @@ class _Incomparable(Exception):
 _KIND_ORDER = {"introduced": 0, "fixed": 1, "last_affected": 2, "limit": 3}
 
 
+def written_events(rng: AffectedRange) -> tuple[tuple[str, str], ...]:
+    """The range's events as (kind, bound) pairs, in the order the advisory wrote them."""
+    return tuple(
+        (kind, value)
+        for ev in rng.events
+        for kind in ("introduced", "fixed", "last_affected", "limit")
+        if (value := getattr(ev, kind)) is not None
+    )
+
+
 def _range_text(rng: AffectedRange) -> str:
-    parts = []
-    for ev in rng.events:
-        for kind in ("introduced", "fixed", "last_affected", "limit"):
-            value = getattr(ev, kind)
-            if value is not None:
-                parts.append(f"{kind}={value}")
+    parts = [f"{kind}={value}" for kind, value in written_events(rng)]
     return f"{rng.type}[{', '.join(parts)}]"
+
+
+def _rendered(parsed: Any, raw: str) -> str:
+    # univers renders a parsed version normalised (``v1.2.3`` -> ``1.2.3``); the text as written otherwise.
+    try:
+        text = str(parsed)
+    except Exception:  # a scheme whose __str__ trips on an exotic but parseable value
+        return raw
+    return text or raw
+
+
+def git_refusal(rng: AffectedRange) -> str:
+    """Why a GIT range is not evaluated (one wording, used by matches and explain traces)."""
+    where = f" of {rng.repo}" if rng.repo else ""
+    return f"{_range_text(rng)}{where} refused: commits need the repository's commit graph, which the scheduler does not have"
 
 
 def _in_range(scheme: type[uv.Version], version: Any, rng: AffectedRange) -> MatchResult:
     """One ECOSYSTEM/SEMVER range, walked as the OSV spec's pseudocode does."""
     text = _range_text(rng)
     events: list[tuple[int, Any, str, str]] = []  # (is_not_zero, parsed, kind, raw)
-    limits: list[Any] = []
+    limits: list[tuple[Any, str]] = []
     has_star_limit = False
     for ev in rng.events:
         for kind in ("introduced", "fixed", "last_affected", "limit"):
@@ -167,7 +205,7 @@ def _in_range(scheme: type[uv.Version], version: Any, rng: AffectedRange) -> Mat
             if parsed is None:
                 return MatchResult("unknown", f"{text}: bound {raw!r} is not a valid {scheme.__name__}")
             if kind == "limit":
-                limits.append(parsed)
+                limits.append((parsed, raw))
             else:
                 events.append((1, parsed, kind, raw))
     try:
@@ -175,21 +213,53 @@ def _in_range(scheme: type[uv.Version], version: Any, rng: AffectedRange) -> Mat
         rest = [e for e in events if e[0] == 1]
         ordered = zero + _sort_events(rest)
         vulnerable = False
-        for _, bound, kind, _raw in ordered:
+        opened = -1  # index in ``ordered`` of the introduced event that opened the current interval
+        for i, (_, bound, kind, _raw) in enumerate(ordered):
             if kind == "introduced" and (bound is None or _compare(version, bound) >= 0):
-                vulnerable = True
+                vulnerable, opened = True, i
             elif kind in ("fixed", "last_affected"):
                 # fixed is the first safe version; last_affected is the last unsafe one.
                 threshold = 0 if kind == "fixed" else 1
                 if _compare(version, bound) >= threshold:
                     vulnerable = False
+        capping: str | None = None
         if vulnerable and limits and not has_star_limit:
-            vulnerable = any(_compare(version, lim) < 0 for lim in limits)
+            above = [(lim, raw) for lim, raw in limits if _compare(version, lim) < 0]
+            vulnerable = bool(above)
+            if above:
+                capping = _lowest(above)
+        elif vulnerable and has_star_limit:
+            capping = "*"
     except _Incomparable:
         return MatchResult("unknown", f"{text}: cannot compare with the range bounds")
-    if vulnerable:
-        return MatchResult("affected", f"in {text}")
-    return MatchResult("not_affected", f"outside {text}")
+    if not vulnerable:
+        return MatchResult("not_affected", f"outside {text}")
+    # The interval is closed by the first fixed / last_affected event after the one that opened it: any
+    # earlier closing event at or below the version would have closed it, and a later introduced re-opens.
+    closing = next((e for e in ordered[opened + 1 :] if e[2] in ("fixed", "last_affected")), None)
+    span = RangeSpan(
+        kind=rng.type,
+        scheme=scheme.__name__,
+        written=written_events(rng),
+        normalised=tuple(
+            (kind, raw if bound is None else _rendered(bound, raw)) for _, bound, kind, raw in ordered
+        )
+        + tuple(("limit", _rendered(lim, raw)) for lim, raw in limits)
+        + ((("limit", "*"),) if has_star_limit else ()),
+        introduced=ordered[opened][3],
+        fixed=closing[3] if closing is not None and closing[2] == "fixed" else None,
+        last_affected=closing[3] if closing is not None and closing[2] == "last_affected" else None,
+        limit=capping,
+    )
+    return MatchResult("affected", f"in {text}", span)
+
+
+def _lowest(bounds: list[tuple[Any, str]]) -> str:
+    best = bounds[0]
+    for candidate in bounds[1:]:
+        if _compare(candidate[0], best[0]) < 0:
+            best = candidate
+    return best[1]
 
 
 def _sort_events(events: list[tuple[int, Any, str, str]]) -> list[tuple[int, Any, str, str]]:
@@ -209,12 +279,16 @@ def _sort_events(events: list[tuple[int, Any, str, str]]) -> list[tuple[int, Any
 
 
 def match_affected(affected: AffectedPackage, version: str | None) -> MatchResult:
-    """Whether ``version`` of ``affected.package`` is affected, with a human-readable reason."""
+    """Whether ``version`` of ``affected.package`` is affected, with a human-readable reason and, when it
+    is, the span (range event pair or listed version) that contains it."""
     if not version:
         return MatchResult("unknown", "the inventory gives no version")
     scheme = scheme_for(affected.ecosystem, affected.package)
+    scheme_name = scheme.__name__ if scheme is not None else ""
+    refused = tuple(git_refusal(r) for r in affected.ranges if r.type == "GIT")
     if version in affected.versions:
-        return MatchResult("affected", f"{version} is listed in versions")
+        span = RangeSpan("versions", scheme_name, listed=version, refused=refused)
+        return MatchResult("affected", f"{version} is listed in versions", span)
     parsed = parse_version(scheme, version) if scheme is not None else None
     if scheme is not None and parsed is None:
         return MatchResult("unknown", f"{version!r} is not a valid {scheme.__name__}")
@@ -223,7 +297,8 @@ def match_affected(affected: AffectedPackage, version: str | None) -> MatchResul
         if other is not None:
             try:
                 if _compare(parsed, other) == 0:
-                    return MatchResult("affected", f"{version} equals listed version {listed}")
+                    span = RangeSpan("versions", scheme_name, listed=listed, refused=refused)
+                    return MatchResult("affected", f"{version} equals listed version {listed}", span)
             except _Incomparable:
                 continue
     evaluable = [r for r in affected.ranges if r.type != "GIT"]
@@ -231,7 +306,10 @@ def match_affected(affected: AffectedPackage, version: str | None) -> MatchResul
         if affected.versions:
             return MatchResult("not_affected", f"{version} is not in the listed versions")
         if affected.ranges:
-            return MatchResult("not_affected", "only GIT ranges, which need a commit graph: not evaluated")
+            return MatchResult(
+                "not_affected",
+                "only GIT ranges, which need a commit graph: not evaluated (" + "; ".join(refused) + ")",
+            )
         return MatchResult("not_affected", "the record gives neither ranges nor versions")
     reasons: list[str] = []
     unknown = False
@@ -248,7 +326,8 @@ def match_affected(affected: AffectedPackage, version: str | None) -> MatchResul
             continue
         result = _in_range(rng_scheme, target, rng)
         if result.affected:
-            return MatchResult("affected", f"{version} {result.reason}")
+            ranged = replace(result.span, refused=refused) if result.span is not None else None
+            return MatchResult("affected", f"{version} {result.reason}", ranged)
         unknown = unknown or result.status == "unknown"
         reasons.append(result.reason)
     return MatchResult("unknown" if unknown else "not_affected", f"{version}: " + "; ".join(reasons))

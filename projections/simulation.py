@@ -1,0 +1,70 @@
+"""Policy simulation over the images read model (``stella-sched simulate``). Pure: documents in, a
+``SimulationCompleted`` out; the live documents are only read."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from projections.fold import image_fields
+from schemas.canonical import parse_time
+from schemas.messages import Finding, PolicyRules, Selector, SimulationCompleted
+from streams.simulation import LiveImage, finding_label, simulate
+from streams.tenants import ImageMeta, selector_matches
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def image_meta(doc: Mapping[str, Any]) -> ImageMeta:
+    """What a selector looks at, from an image document."""
+    derived = image_fields(doc)
+    return ImageMeta(
+        digest=str(doc.get("image_digest", "")),
+        repository=str(doc.get("repository") or ""),
+        tags=tuple(sorted(doc.get("tags") or ())),
+        namespaces=tuple(sorted(doc.get("namespaces") or ())),
+        labels=tuple(sorted(derived["labels"].items())),
+        running=bool(derived["running"]),
+    )
+
+
+def live_image(doc: Mapping[str, Any]) -> LiveImage:
+    digest = str(doc.get("image_digest", ""))
+    if not doc.get("evaluated_job_id"):
+        return LiveImage(digest, "unknown")
+    findings = tuple(Finding.model_validate(f) for f in doc.get("findings") or [])
+    traces = doc.get("traces")
+    failing = None
+    if isinstance(traces, list) and (traces or not findings):
+        failing = frozenset(
+            finding_label(str(t["id"]), str(t["package"]))
+            for t in traces
+            if t.get("outcome") == "reported" and (t.get("policy") or {}).get("effect") == "fail"
+        )
+    verdict = doc.get("verdict")
+    return LiveImage(digest, verdict if verdict in ("pass", "fail") else "unknown", findings, failing)
+
+
+def simulate_documents(
+    docs: Iterable[Mapping[str, Any]],
+    tenant: str,
+    selector: Selector,
+    candidate: PolicyRules,
+    *,
+    at: datetime | None = None,
+    live_rules: PolicyRules | None = None,
+    nonce: str = "",
+) -> SimulationCompleted:
+    """Simulate ``candidate`` over the tenant's selected, present images. ``at`` defaults to the latest
+    evaluation among them (event time: the state the answer describes), so equal state gives equal bytes."""
+    selected = [
+        d
+        for d in docs
+        if d.get("tenant") == tenant and not d.get("removed") and selector_matches(image_meta(d), selector)
+    ]
+    if at is None:
+        stamps = sorted(str(d["evaluated_at"]) for d in selected if d.get("evaluated_at"))
+        at = parse_time(stamps[-1]) if stamps else EPOCH
+    chosen = [live_image(d) for d in selected]
+    return simulate(tenant, selector, candidate, live_rules or PolicyRules(), chosen, at=at, nonce=nonce)
