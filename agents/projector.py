@@ -42,12 +42,12 @@ class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]
 class ProjectorService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.client: MongoClient[dict[str, Any]] = MongoClient(settings.mongo_url, tz_aware=True)
-        self.prefix = active_prefix(self.client, settings.mongo_db)
-        self.store = MongoStore(self.client, settings.mongo_db, self.prefix)
-        self.projector = Projector(
-            self.store, projector_group(settings), window_seconds=settings.window_seconds
-        )
+        # Opened in run(), not here: building a worker (its --help, a unit test of its web port) must not
+        # touch MongoDB or leave a client behind that nobody closes.
+        self.client: MongoClient[dict[str, Any]]
+        self.prefix: str
+        self.store: MongoStore
+        self.projector: Projector
         self.consumer: AIOKafkaConsumer | None = None
         self.logical = {settings.topic(t): t for t in PROJECTED}
         self.ready = asyncio.Event()
@@ -94,8 +94,17 @@ class ProjectorService:
         except (CommitFailedError, IllegalGenerationError, RebalanceInProgressError) as exc:
             log.info("projector: commit skipped during a rebalance (%s)", type(exc).__name__)
 
+    def _open(self) -> None:
+        self.client = MongoClient(self.settings.mongo_url, tz_aware=True)
+        self.prefix = active_prefix(self.client, self.settings.mongo_db)
+        self.store = MongoStore(self.client, self.settings.mongo_db, self.prefix)
+        self.projector = Projector(
+            self.store, projector_group(self.settings), window_seconds=self.settings.window_seconds
+        )
+        self.store.ensure_indexes()
+
     async def run(self) -> None:
-        await asyncio.to_thread(self.store.ensure_indexes)
+        await asyncio.to_thread(self._open)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap,
             group_id=projector_group(self.settings),

@@ -42,7 +42,7 @@ from signing.statement import sign_completion, statement_bytes
 from streams.evaluator import evaluate, evaluate_explained, policy_decision
 from streams.findings import completed_result
 from streams.versions import match_affected
-from tests.conftest import shared_data
+from tests.conftest import sample_data
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DIGEST = "sha256:" + "ab" * 32
@@ -489,7 +489,7 @@ def test_explain_route_is_scoped_and_tenant_isolated(explain_api: str) -> None:
 def test_preview_explain_json_shows_the_pair_for_each_affected_component(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    data = shared_data()
+    data = sample_data()
     digest = "sha256:" + "cd" * 32
     argv = [
         "preview",

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 
 from cli.output import CliError
 from cli.simulate import load_policy, run_simulation
+from controlplane import webhook_sig
 from controlplane.backends import MemoryPublisher
 from controlplane.testing import ServerThread
 from projections.fold import Position, fold
@@ -369,8 +371,14 @@ def test_callback_gets_the_hmac_signed_simulation(
         assert "secret" not in json.dumps(resp.json()["simulation"])
         assert arrived.wait(60)
     payload, headers = received[0]
-    expected = "sha256=" + hmac.new(secret.encode(), payload, hashlib.sha256).hexdigest()
-    assert headers["x-stella-signature"] == expected
+    # The feed webhooks' scheme: the HMAC covers timestamp, nonce and kind as well as the body.
+    signature = webhook_sig.parse(headers["x-stella-signature"])
+    assert signature is not None
+    assert webhook_sig.fresh(signature, time.time())
+    expected = webhook_sig.digest(
+        secret.encode(), signature.timestamp, signature.nonce, "simulation-completed", payload
+    )
+    assert hmac.compare_digest(signature.digest, expected)
     assert headers["x-stella-event-id"] == hashlib.sha256(payload).hexdigest()
     assert json.loads(payload)["simulation_id"] == resp.json()["simulation_id"]
     short = {"rules": {}, "callback": {"url": "ftp://x", "secret": "short"}}
