@@ -22,9 +22,8 @@ from cli.output import (
     EXIT_OK,
     EXIT_REJECTED,
     CliError,
-    InfraError,
     UsageError,
-    mongo_hint,
+    mongo_client,
     print_json,
     print_table,
     progress_enabled,
@@ -301,8 +300,6 @@ def verify(args: argparse.Namespace) -> int:
 
 
 def _read_model_jobs(args: argparse.Namespace) -> list[str]:
-    from pymongo import MongoClient
-    from pymongo.errors import PyMongoError
 
     from agents.settings import Settings
     from projections.mongo_store import active_prefix
@@ -310,17 +307,10 @@ def _read_model_jobs(args: argparse.Namespace) -> list[str]:
     settings = Settings.from_env()
     url = args.mongo_url or settings.mongo_url
     db_name = args.db or settings.mongo_db
-    client: MongoClient[dict[str, Any]] = MongoClient(url, serverSelectionTimeoutMS=5000)
-    try:
-        try:
-            client.admin.command("ping")
-        except PyMongoError as exc:
-            raise InfraError(mongo_hint(url, exc)) from None
+    with mongo_client(url) as client:
         query = {"tenant": args.tenant} if args.tenant else {}
         collection = client[db_name][active_prefix(client, db_name) + "jobs"]
         return [str(doc["_id"]) for doc in collection.find(query, {"_id": 1})]
-    finally:
-        client.close()
 
 
 def export(args: argparse.Namespace) -> int:

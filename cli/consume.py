@@ -9,7 +9,14 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from cli.output import EXIT_OK, EXIT_REJECTED, CliError, InfraError, UsageError, mongo_hint, print_json
+from cli.output import (
+    EXIT_OK,
+    EXIT_REJECTED,
+    CliError,
+    UsageError,
+    mongo_client,
+    print_json,
+)
 
 QUERY_COLLECTIONS = ("runs", "jobs", "images", "deltas", "cursors")
 
@@ -100,8 +107,6 @@ def _tail(args: argparse.Namespace) -> int:
 
 
 def _query(args: argparse.Namespace) -> int:
-    from pymongo import MongoClient
-    from pymongo.errors import PyMongoError
 
     from agents.settings import Settings
     from projections.mongo_store import MongoStore
@@ -111,16 +116,9 @@ def _query(args: argparse.Namespace) -> int:
     db = args.db or settings.mongo_db
     if not 1 <= args.limit <= 1000:
         raise UsageError("--limit must be 1..1000")
-    client: MongoClient[dict[str, Any]] = MongoClient(url, serverSelectionTimeoutMS=5000)
-    try:
-        try:
-            client.admin.command("ping")
-        except PyMongoError as exc:
-            raise InfraError(mongo_hint(url, exc)) from None
+    with mongo_client(url) as client:
         store = MongoStore.open_active(client, db)
         docs = _documents(store, args)
-    finally:
-        client.close()
     if args.json:
         print_json({"collection": args.collection, "items": docs})
     else:

@@ -12,7 +12,14 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cli.output import EXIT_OK, EXIT_USAGE, CliError, InfraError, UsageError, mongo_hint, print_json
+from cli.output import (
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    UsageError,
+    mongo_client,
+    print_json,
+)
 
 EPILOG = """\
 The answer names the advisory (id, modified), the component (purl, version), the affected range as the
@@ -121,23 +128,14 @@ def _lookup(store: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from pymongo import MongoClient
-    from pymongo.errors import PyMongoError
 
     from agents.settings import Settings
     from projections.mongo_store import MongoStore
 
     settings = Settings.from_env()
     url = args.mongo_url or settings.mongo_url
-    client: MongoClient[dict[str, Any]] = MongoClient(url, serverSelectionTimeoutMS=5000)
-    try:
-        try:
-            client.admin.command("ping")
-        except PyMongoError as exc:
-            raise InfraError(mongo_hint(url, exc)) from None
+    with mongo_client(url) as client:
         answer = _lookup(MongoStore.open_active(client, args.db or settings.mongo_db), args)
-    finally:
-        client.close()
     if args.json:
         print_json(answer)
         return EXIT_OK

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TextIO, TypeVar
 
 EXIT_OK = 0
@@ -54,6 +55,24 @@ def mongo_hint(url: str, exc: BaseException | None = None) -> str:
         f"MongoDB is not reachable at {url}{cause}.\n"
         "Start the local FerretDB with `make up`, or set the MONGO_URL environment variable (or --mongo-url)."
     )
+
+
+@contextmanager
+def mongo_client(url: str) -> Iterator[Any]:
+    """A pymongo client that answered a ping (else InfraError with the hint above), closed on exit. Every
+    read-model command opens its client here, imported lazily so ``--help`` stays fast."""
+    from pymongo import MongoClient
+    from pymongo.errors import PyMongoError
+
+    client: MongoClient[dict[str, Any]] = MongoClient(url, serverSelectionTimeoutMS=5000)
+    try:
+        try:
+            client.admin.command("ping")
+        except PyMongoError as exc:
+            raise InfraError(mongo_hint(url, exc)) from None
+        yield client
+    finally:
+        client.close()
 
 
 def print_json(value: Any, file: TextIO | None = None) -> None:

@@ -13,7 +13,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cli.output import EXIT_OK, EXIT_USAGE, CliError, InfraError, UsageError, mongo_hint, print_json
+from cli.output import (
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    UsageError,
+    mongo_client,
+    print_json,
+)
 
 EPILOG = """\
 The policy file is JSON or YAML: either PolicyRules ({"severity_threshold": "medium", "fail_on_kev": true,
@@ -162,24 +169,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     try:
-        from pymongo import MongoClient
-        from pymongo.errors import PyMongoError
-
         from agents.settings import Settings
         from projections.mongo_store import MongoStore
 
         load_policy(args.policy)  # a bad file is a usage problem: report it before connecting
         settings = Settings.from_env()
         url = args.mongo_url or settings.mongo_url
-        client: MongoClient[dict[str, Any]] = MongoClient(url, serverSelectionTimeoutMS=5000)
-        try:
-            try:
-                client.admin.command("ping")
-            except PyMongoError as exc:
-                raise InfraError(mongo_hint(url, exc)) from None
+        with mongo_client(url) as client:
             out = run_simulation(MongoStore.open_active(client, args.db or settings.mongo_db), args)
-        finally:
-            client.close()
     except CliError as exc:
         sys.stderr.write(f"stella-sched: error: {exc.message}\n")
         return exc.code

@@ -22,7 +22,7 @@ from controlplane.views import public
 from ingest.detect import parse_file
 from ingest.result import IngestError
 from projections.fold import IMAGES, JOBS, Document
-from projections.schedule_view import image_meta as meta_of
+from projections.fold import image_meta as meta_of
 from projections.store import MAX_PAGE, After, ProjectionStore
 from schemas.canonical import dumps
 from schemas.codec import encode

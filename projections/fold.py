@@ -63,6 +63,7 @@ from schemas.messages import (
     VexStatement,
 )
 from streams.audit.ledger import SNAPSHOT_PAYLOAD_TYPE
+from streams.tenants import ImageMeta
 
 RUNS = "runs"
 JOBS = "jobs"
@@ -506,6 +507,19 @@ def image_fields(doc: Mapping[str, Any]) -> dict[str, Any]:
     """An image document's derived fields as the API serves them: labels as a map, the running sites."""
     sites = running_sites(doc)
     return {"labels": image_labels(doc), "running": bool(sites), "running_sites": sites}
+
+
+def image_meta(doc: Mapping[str, Any]) -> ImageMeta:
+    """An images read-model document as the catalog's ImageMeta."""
+    derived = image_fields(doc)
+    return ImageMeta(
+        digest=str(doc.get("image_digest", "")),
+        repository=str(doc.get("repository") or ""),
+        tags=tuple(sorted(doc.get("tags") or ())),
+        namespaces=tuple(sorted(doc.get("namespaces") or ())),
+        labels=tuple(sorted(derived["labels"].items())),
+        running=bool(derived["running"]),
+    )
 
 
 def _fold_deadletter(msg: DeadLetter, pos: Position) -> list[DocUpdate]:

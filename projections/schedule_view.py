@@ -11,24 +11,11 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from projections.fold import image_fields
+from projections.fold import image_meta
 from schemas.canonical import format_time, parse_time
 from schemas.messages import ScheduleSpec
 from streams.schedules import Decision, ScheduleState, preview_missed, select_images
 from streams.tenants import ImageMeta, TenantCatalog
-
-
-def image_meta(doc: Mapping[str, Any]) -> ImageMeta:
-    """An images read-model document as the catalog's ImageMeta."""
-    derived = image_fields(doc)
-    return ImageMeta(
-        digest=str(doc.get("image_digest", "")),
-        repository=str(doc.get("repository") or ""),
-        tags=tuple(sorted(doc.get("tags") or ())),
-        namespaces=tuple(sorted(doc.get("namespaces") or ())),
-        labels=tuple(sorted(derived["labels"].items())),
-        running=bool(derived["running"]),
-    )
 
 
 def catalog_of(docs: Iterable[Mapping[str, Any]]) -> tuple[TenantCatalog, dict[str, datetime]]:

@@ -7,26 +7,13 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from projections.fold import image_fields
+from projections.fold import image_meta
 from schemas.canonical import parse_time
 from schemas.messages import Finding, PolicyRules, Selector, SimulationCompleted
 from streams.simulation import LiveImage, finding_label, simulate
-from streams.tenants import ImageMeta, selector_matches
+from streams.tenants import selector_matches
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def image_meta(doc: Mapping[str, Any]) -> ImageMeta:
-    """What a selector looks at, from an image document."""
-    derived = image_fields(doc)
-    return ImageMeta(
-        digest=str(doc.get("image_digest", "")),
-        repository=str(doc.get("repository") or ""),
-        tags=tuple(sorted(doc.get("tags") or ())),
-        namespaces=tuple(sorted(doc.get("namespaces") or ())),
-        labels=tuple(sorted(derived["labels"].items())),
-        running=bool(derived["running"]),
-    )
 
 
 def live_image(doc: Mapping[str, Any]) -> LiveImage:
