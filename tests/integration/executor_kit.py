@@ -88,6 +88,7 @@ class _Handler(BaseHTTPRequestHandler):
             status = 0
         elif srv.delay_s:
             time.sleep(srv.delay_s)
+        srv.gate.wait()  # a test holds the engine closed while it sets up the order it wants to observe
         with srv.lock:
             srv.calls.append(Call(arrived, digest, job_id, status))
         try:
@@ -107,6 +108,8 @@ class ScriptedEngine(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.behaviours = dict(behaviours or {})
         self.delay_s = delay_s
+        self.gate = threading.Event()  # cleared: requests wait (arrivals are still counted)
+        self.gate.set()
         self.counts: dict[str, int] = {}
         self.calls: list[Call] = []
 
@@ -134,6 +137,7 @@ def scripted_engine(
     try:
         yield srv
     finally:
+        srv.gate.set()
         srv.shutdown()
         srv.server_close()
 

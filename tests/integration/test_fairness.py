@@ -5,6 +5,11 @@ Job commands go straight to the ``jobs`` topic (keyed by image digest, as the pl
 worker runs them through ``STELLA_EXECUTOR=http`` against a real HTTP engine that takes a fixed 30 ms per
 report, with 4 jobs at once, so the backlog takes about a minute to drain and the order is observable.
 The test stops as soon as the emergency jobs are done; it does not wait for the whole backlog.
+
+The engine is held closed while the backlog is queued, until the worker's group has committed every job
+command: what is measured is the runner's choice among queued jobs, not how fast a (possibly loaded) machine
+reads 5,000 commands compared with how fast it executes them. Without the gate the test failed on a busy
+machine (629 background results first): the emergency commands had simply not been read yet.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ import time
 from datetime import timedelta
 
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.codec import encode
 from schemas.messages import JobCommand, JobInputs, PriorityClass
@@ -55,6 +61,25 @@ async def produce_jobs(pipe: Pipeline, jobs: list[JobCommand]) -> None:
         await producer.stop()
 
 
+async def all_committed(pipe: Pipeline, logical: str) -> bool:
+    """Has the worker's consumer group committed every record of the topic (read and queued all of it)?"""
+    topic = f"{pipe.prefix}{logical}"
+    tps = [TopicPartition(topic, p) for p in range(pipe.partitions)]
+    admin = AIOKafkaAdminClient(bootstrap_servers=pipe.bootstrap)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(f"{pipe.prefix}app")
+    finally:
+        await admin.close()
+    consumer = AIOKafkaConsumer(bootstrap_servers=pipe.bootstrap)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    return all(tp in committed and committed[tp].offset >= ends[tp] for tp in tps)
+
+
 async def test_emergency_overtakes_background_backlog(
     deployment: Deployment,
 ) -> None:
@@ -64,7 +89,12 @@ async def test_emergency_overtakes_background_backlog(
     urgent_digests = {j.image_digest for j in emergency}
     with scripted_engine(delay_s=0.03) as engine:
         try:
-            await pipe.start(extra_env=http_env(engine, STELLA_EXECUTOR_CONCURRENCY="4"))
+            await pipe.start(
+                # the gated requests must not time out meanwhile (a timeout would be a retry, not a wait)
+                extra_env=http_env(
+                    engine, STELLA_EXECUTOR_CONCURRENCY="4", STELLA_EXECUTOR_TIMEOUT_SECONDS="600"
+                )
+            )
             # Warm up: one job through the worker proves it is consuming before the backlog lands.
             warm = job(BACKGROUND + 1, "background").model_copy(update={"job_id": "warm-up"})
             await produce_jobs(pipe, [warm])
@@ -74,8 +104,15 @@ async def test_emergency_overtakes_background_backlog(
                 pipe.alive()
                 await asyncio.sleep(0.2)
 
+            engine.gate.clear()
             await produce_jobs(pipe, background)
             await produce_jobs(pipe, emergency)
+            deadline = time.monotonic() + 300
+            while not await all_committed(pipe, "jobs"):
+                assert time.monotonic() < deadline, pipe.workers[0].output()[-3000:]
+                pipe.alive()
+                await asyncio.sleep(0.5)
+            engine.gate.set()
             started = time.monotonic()
             while sum(engine.arrivals_for(d) for d in urgent_digests) < EMERGENCY:
                 assert time.monotonic() - started < 120, pipe.workers[0].output()[-3000:]
