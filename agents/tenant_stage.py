@@ -113,11 +113,17 @@ def register(pipe: Pipeline) -> None:
 
     async def to_windows(tenant: str, event: faust.EventT[Any], impacts: list[Impact]) -> None:
         last_activity[tenant] = time.monotonic()
+        held.pop(tenant, None)
         if impacts:
             await apply_guarded(windows, tenant, event, fold_impacts(impacts))
 
     probe = UpstreamProbe(settings, app.conf.id)
+    held: dict[str, float] = {}  # tenant → when its idle flush was first held back by the upstream
     tick_interval = max(1.0, settings.idle_flush_seconds / 2)
+
+    def has_open_windows(tenant: str) -> bool:
+        state = unguard(read(windows, tenant)).state
+        return bool(state and decode_windows(state).windows)
 
     async def on_tick(event: faust.EventT[Any], tick: Tick) -> None:
         idle_after, max_idle = settings.idle_flush_seconds, settings.idle_flush_max_seconds
@@ -130,6 +136,7 @@ def register(pipe: Pipeline) -> None:
             # firing on a clock that ran while this worker did not own the tenants.
             generation[0] = app.consumer_generation_id
             last_activity.clear()
+            held.clear()
         idle = [
             tenant
             for tenant in sorted(keys(windows))
@@ -137,6 +144,7 @@ def register(pipe: Pipeline) -> None:
             # A tenant this process has not seen yet (after a restart or a rebalance) gets a full idle
             # period first: its windows may still be filling from the backlog.
             and now - last_activity.setdefault(tenant, now) >= idle_after
+            and has_open_windows(tenant)
         ]
         if not idle:
             return
@@ -151,7 +159,16 @@ def register(pipe: Pipeline) -> None:
                 now - last_activity[tenant], idle_after, max_idle, snapshot, partition, offset
             )
             if decision is FlushDecision.WAIT:
+                held.setdefault(tenant, now)
                 continue
+            waited = now - held.pop(tenant, now)
+            if decision is FlushDecision.FLUSH and waited >= idle_after:
+                log.info(
+                    "tenant %s: idle flush held %.1f s until the pipeline upstream of impacts drained",
+                    tenant,
+                    waited,
+                    extra={"topic": event.message.topic, "partition": partition, "offset": offset},
+                )
             if decision is FlushDecision.FORCE:
                 log.warning(
                     "tenant %s idle for %.0f s (STELLA_IDLE_FLUSH_MAX_SECONDS=%d) while the pipeline upstream "
