@@ -59,6 +59,9 @@ class Settings:
     window_seconds: int = 30
     grace_seconds: int = 5
     idle_flush_seconds: int = 10
+    # An idle flush also waits for the pipeline upstream of `impacts` to drain (streams.windows.idle_flush);
+    # past this bound it flushes anyway (a stuck upstream partition must not hold windows open forever).
+    idle_flush_max_seconds: int = 300
     max_message_bytes: int = 1_048_576
     web_port: int = 6066
     signing_key: str = ""
@@ -91,6 +94,7 @@ class Settings:
             "window_seconds": _int("STELLA_WINDOW_SECONDS", cls.window_seconds),
             "grace_seconds": _int("STELLA_GRACE_SECONDS", cls.grace_seconds),
             "idle_flush_seconds": _int("STELLA_IDLE_FLUSH_SECONDS", cls.idle_flush_seconds),
+            "idle_flush_max_seconds": _int("STELLA_IDLE_FLUSH_MAX_SECONDS", cls.idle_flush_max_seconds),
             "max_message_bytes": _int("STELLA_MAX_MESSAGE_BYTES", cls.max_message_bytes),
             "web_port": _int("STELLA_WEB_PORT", cls.web_port),
             "signing_key": _env("STELLA_SIGNING_KEY_FILE", cls.signing_key),

@@ -3,6 +3,7 @@ and the impact windows that coalesce impacts into job commands (docs/architectur
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ from aiokafka.partitioner import murmur2
 
 from agents import observe
 from agents.pipeline import Pipeline
+from agents.quiescence import UpstreamProbe
 from agents.schedule_stage import ScheduleShell, register_report_feed
 from agents.shell import Output, apply_guarded, keys, read
 from schemas.messages import (
@@ -40,7 +42,18 @@ from streams.tenants import (
     encode_sites,
     set_running,
 )
-from streams.windows import WindowState, add_impact, decode_windows, encode_windows, flush_idle
+from streams.windows import (
+    FlushDecision,
+    WindowState,
+    add_impact,
+    covers,
+    decode_windows,
+    encode_windows,
+    flush_idle,
+    idle_flush,
+)
+
+log = logging.getLogger("stella.tenant")
 
 
 def partition_of(key: str, partitions: int) -> int:
@@ -105,28 +118,74 @@ def register(pipe: Pipeline) -> None:
 
     async def to_windows(tenant: str, event: faust.EventT[Any], impacts: list[Impact]) -> None:
         last_activity[tenant] = time.monotonic()
+        held.pop(tenant, None)
         if impacts:
             await apply_guarded(windows, tenant, event, fold_impacts(impacts))
 
+    probe = UpstreamProbe(settings, app.conf.id)
+    held: dict[str, float] = {}  # tenant → when its idle flush was first held back by the upstream
+    tick_interval = max(1.0, settings.idle_flush_seconds / 2)
+
+    def has_open_windows(tenant: str) -> bool:
+        state = unguard(read(windows, tenant)).state
+        return bool(state and decode_windows(state).windows)
+
     async def on_tick(event: faust.EventT[Any], tick: Tick) -> None:
         await schedules.on_tick(event, tick)
-        idle_after = settings.idle_flush_seconds
+        idle_after, max_idle = settings.idle_flush_seconds, settings.idle_flush_max_seconds
+        partition, offset = event.message.partition, event.message.offset
         now = time.monotonic()
         if app.consumer_generation_id != generation[0]:
             # The group rebalanced: partitions upstream (index, ingest) may have moved and their impacts
-            # be held up by the new owner's recovery, which is not the tenant going quiet. Every tenant
-            # gets a full idle period again (else a late impact of one delta lands in the next window,
-            # a second job: seen in the scale-out test).
+            # be held up by the new owner's recovery. The quiescence gate below is what keeps those
+            # impacts in their window; restarting the idle clocks also keeps the max-idle bound from
+            # firing on a clock that ran while this worker did not own the tenants.
             generation[0] = app.consumer_generation_id
             last_activity.clear()
-        for tenant in sorted(keys(windows)):
-            if partition_of(tenant, settings.partitions) != event.message.partition:
-                continue
+            held.clear()
+        idle = [
+            tenant
+            for tenant in sorted(keys(windows))
+            if partition_of(tenant, settings.partitions) == partition
             # A tenant this process has not seen yet (after a restart or a rebalance) gets a full idle
-            # period first: its windows may still be filling from the backlog, and flushing them at the
-            # first tick would close them early and push the rest of their impacts into later windows.
-            if now - last_activity.setdefault(tenant, now) < idle_after:
+            # period first: its windows may still be filling from the backlog.
+            and now - last_activity.setdefault(tenant, now) >= idle_after
+            and has_open_windows(tenant)
+        ]
+        if not idle:
+            return
+        snapshot = probe.snapshot
+        if not covers(snapshot, partition, offset) and not app.rebalancing:
+            # The cached snapshot predates this tick: it cannot tell whether impacts precede it.
+            snapshot = await probe.refresh(min_interval=tick_interval / 2)
+        if app.rebalancing or not covers(snapshot, partition, offset):
+            snapshot = None  # cannot tell: only the max-idle bound may flush
+        for tenant in idle:
+            decision = idle_flush(
+                now - last_activity[tenant], idle_after, max_idle, snapshot, partition, offset
+            )
+            if decision is FlushDecision.WAIT:
+                held.setdefault(tenant, now)
                 continue
+            waited = now - held.pop(tenant, now)
+            if decision is FlushDecision.FLUSH and waited >= idle_after:
+                log.info(
+                    "tenant %s: idle flush held %.1f s until the pipeline upstream of impacts drained",
+                    tenant,
+                    waited,
+                    extra={"topic": event.message.topic, "partition": partition, "offset": offset},
+                )
+            if decision is FlushDecision.FORCE:
+                log.warning(
+                    "tenant %s idle for %.0f s (STELLA_IDLE_FLUSH_MAX_SECONDS=%d) while the pipeline upstream "
+                    "of impacts has not drained (lagging: %s): flushing its windows anyway; an impact still "
+                    "in flight lands in a later window",
+                    tenant,
+                    now - last_activity[tenant],
+                    max_idle,
+                    list(snapshot.lagging[:5]) if snapshot else "unknown",
+                    extra={"topic": event.message.topic, "partition": partition, "offset": offset},
+                )
 
             def flush(state: bytes | None) -> tuple[bytes | None, list[Output]]:
                 current = decode_windows(state) if state else None
@@ -198,7 +257,7 @@ def register(pipe: Pipeline) -> None:
             await apply_guarded(catalog, runtime.tenant, event, fold_running)
         await apply_guarded(sites, key, event, lambda _state: (encode_sites(after), []))
 
-    @app.timer(interval=max(1.0, settings.idle_flush_seconds / 2), on_leader=True)
+    @app.timer(interval=tick_interval, on_leader=True)
     async def send_ticks() -> None:
         # One tick per partition of the impacts topic; only the leader sends, so a tick is not multiplied
         # by the number of workers. Partitions with nothing open ignore it.

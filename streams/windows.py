@@ -8,8 +8,8 @@ Window ``[floor(t / W) * W, + W)`` on the impact's event time. The state carries
 - An impact whose window is already closed is late: it goes to the first open window, starting at
   ``closed_before``, and is counted.
 - ``flush_idle`` closes every open window regardless of the watermark; the shell calls it from a wall-clock
-  timer when the stream is quiet. The wall clock decides *when*, never *what*: the emitted jobs depend only
-  on the state.
+  timer when the stream is quiet and ``idle_flush`` says nothing upstream can still add to the windows. The
+  wall clock decides *when*, never *what*: the emitted jobs depend only on the state.
 
 The state is meant to be keyed by tenant (the impacts topic key); nothing in it assumes one tenant, so a
 shell that prefers one state per partition gets a partition-wide watermark instead.
@@ -17,8 +17,10 @@ shell that prefers one state per partition gets a partition-wide watermark inste
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from enum import Enum
 
 from schemas.messages import Impact, JobCommand
 from streams.codec import from_epoch, pack, to_epoch, unpack
@@ -135,3 +137,81 @@ def decode_windows(data: bytes) -> WindowState:
         pendings = [decode_pending(row) for row in rows]
         windows[int(start)] = {(p.tenant, p.digest): p for p in pendings}
     return WindowState(windows, header["wm"], header["cb"], int(header["late"]))
+
+
+# ----------------------------------------------------------------------------------------- idle flush gate
+#
+# The wall clock says a tenant has been quiet; it must not decide what its windows contain. An impact for a
+# quiet tenant can still be in flight upstream (a moved partition being recovered, a backlog on another
+# worker), and closing the window before it lands pushes it into the next window: another job id. So an
+# idle flush also needs the pipeline upstream of `impacts` to be quiescent, read from the broker:
+#
+# - every stage publishes a record's outputs and waits for their acks before faust commits the record
+#   (agents/shell.py, agents/pipeline.py), so an upstream partition whose committed offset reached its end
+#   offset has every impact it will ever cause already in the `impacts` topic;
+# - committed offsets are read first and end offsets after, so a record that arrives in between shows as
+#   lag rather than slipping past;
+# - the tick that asks for the flush is itself a record of the tenant's `impacts` partition: when it is the
+#   last record there at the moment the end offsets were read, every impact already published precedes it
+#   and has been folded.
+#
+# A partition that never drains (a stuck upstream partition, a steady trickle of other tenants' input) must
+# not hold a window open forever: past `max_idle` the window is flushed anyway, and the shell says so.
+
+
+class FlushDecision(Enum):
+    WAIT = "wait"  # not yet: the tenant is not idle long enough, or impacts may still be in flight
+    FLUSH = "flush"  # idle, and nothing upstream can still add to its windows
+    FORCE = "force"  # idle past the bound although the upstream did not drain (may split a window)
+
+
+@dataclass(frozen=True, slots=True)
+class Quiescence:
+    """A snapshot of the broker: the upstream partitions with lag, and the end offsets of `impacts`."""
+
+    lagging: tuple[tuple[str, int], ...]
+    impacts_end: dict[int, int]
+
+
+def lagging_partitions(
+    committed: Mapping[tuple[str, int], int | None], ends: Mapping[tuple[str, int], int]
+) -> tuple[tuple[str, int], ...]:
+    """The partitions whose committed offset is behind their end offset (sorted). No committed offset
+    (None or Kafka's -1) counts as 0: an empty partition never committed is drained."""
+    lagging = []
+    for tp, end in ends.items():
+        done = committed.get(tp)
+        if end > max(done if done is not None else 0, 0):
+            lagging.append(tp)
+    return tuple(sorted(lagging))
+
+
+def covers(snapshot: Quiescence | None, partition: int, tick_offset: int) -> bool:
+    """Whether `snapshot` was taken after the tick at `tick_offset` was written (else it says nothing
+    about the impacts that preceded the tick, and a fresher one is needed)."""
+    if snapshot is None:
+        return False
+    return snapshot.impacts_end.get(partition, 0) > tick_offset
+
+
+def idle_flush(
+    idle_for: float,
+    idle_after: float,
+    max_idle: float,
+    snapshot: Quiescence | None,
+    partition: int,
+    tick_offset: int,
+) -> FlushDecision:
+    """Whether a tick at `tick_offset` of `impacts` partition `partition` may flush a tenant quiet for
+    `idle_for` seconds."""
+    if idle_for < idle_after:
+        return FlushDecision.WAIT
+    if (
+        snapshot is not None
+        and not snapshot.lagging
+        and snapshot.impacts_end.get(partition) == tick_offset + 1
+    ):
+        return FlushDecision.FLUSH
+    if idle_for >= max_idle:
+        return FlushDecision.FORCE
+    return FlushDecision.WAIT

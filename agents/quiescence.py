@@ -1,0 +1,97 @@
+"""Reads from the broker whether the pipeline upstream of `impacts` has drained (streams.windows.idle_flush).
+
+Two cheap requests per snapshot: the app's committed offsets (OffsetFetch to the group coordinator), then
+the end offsets (ListOffsets) of the upstream topics and of `impacts`. In that order: a record written
+between the two shows as lag. Snapshots are taken only when a tick asks for one that the cached snapshot
+cannot answer, at most one at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from agents.settings import Settings
+from streams.windows import Quiescence, lagging_partitions
+
+log = logging.getLogger("stella.quiescence")
+
+# The topics whose records can lead to an impact (agents/ingest_stage.py, index_stage.py, tenant_stage.py):
+# sources, the repartition topics between them, and the tenant stage's own non-impact inputs (policy,
+# rechecks and catalog-updates fold their impacts straight into the windows).
+UPSTREAM_OF_IMPACTS = (
+    "inventory",
+    "advisories",
+    "vex",
+    "policy",
+    "rechecks",
+    "runtime",
+    "index-updates",
+    "impact-requests",
+    "catalog-updates",
+)
+TIMEOUT_SECONDS = 10.0  # a snapshot that takes longer answers "not quiescent": the next tick asks again
+
+
+class UpstreamProbe:
+    def __init__(self, settings: Settings, group_id: str) -> None:
+        self.settings = settings
+        self.group_id = group_id
+        self.snapshot: Quiescence | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+        self._last_try = 0.0
+        n = settings.partitions
+        self._upstream = [
+            TopicPartition(settings.topic(name), p) for name in UPSTREAM_OF_IMPACTS for p in range(n)
+        ]
+        self._impacts = [TopicPartition(settings.topic("impacts"), p) for p in range(n)]
+
+    async def refresh(self, min_interval: float) -> Quiescence | None:
+        """A new snapshot, unless one was tried less than `min_interval` seconds ago or is being taken;
+        None when the broker did not answer (treated as not quiescent)."""
+        if self._lock.locked() or time.monotonic() - self._last_try < min_interval:
+            return self.snapshot
+        async with self._lock:
+            self._last_try = time.monotonic()
+            try:
+                self.snapshot = await asyncio.wait_for(self._take(), TIMEOUT_SECONDS)
+            except Exception as exc:  # any failure means "cannot tell": wait, do not flush
+                log.info("quiescence snapshot failed (%r): idle flushes wait", exc)
+                self.snapshot = None
+                await self.close()
+            return self.snapshot
+
+    async def _take(self) -> Quiescence:
+        if self._admin is None:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+            await admin.start()
+            self._admin = admin
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False
+            )
+            await consumer.start()
+            self._consumer = consumer
+        raw = await self._admin.list_consumer_group_offsets(self.group_id, partitions=self._upstream)
+        committed = {(tp.topic, tp.partition): meta.offset for tp, meta in raw.items()}
+        ends = await self._consumer.end_offsets([*self._upstream, *self._impacts])
+        impacts_topic = self.settings.topic("impacts")
+        upstream_ends = {
+            (tp.topic, tp.partition): end for tp, end in ends.items() if tp.topic != impacts_topic
+        }
+        impacts_end = {tp.partition: end for tp, end in ends.items() if tp.topic == impacts_topic}
+        return Quiescence(lagging_partitions(committed, upstream_ends), impacts_end)
+
+    async def close(self) -> None:
+        admin, consumer = self._admin, self._consumer
+        self._admin = self._consumer = None
+        if consumer is not None:
+            await consumer.stop()
+        if admin is not None:
+            await admin.close()
