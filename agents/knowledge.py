@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from agents.settings import Settings
+from agents.turns import in_turns
 from schemas.codec import Decoded, decode
 from schemas.messages import (
     AdvisoryDelta,
@@ -64,10 +65,11 @@ class KnowledgeView:
             await consumer.seek_to_beginning(*parts)
             while True:
                 batch = await consumer.getmany(timeout_ms=500, max_records=2000)
-                for tp, records in batch.items():
-                    for record in records:
-                        self._absorb(tp.topic, record.key, record.value)
-                        self._positions[tp] = record.offset + 1
+                fetched = [(tp, record) for tp, records in batch.items() for record in records]
+                # In turns: decoding 2,000 records in one held the loop for seconds (agents/turns.py).
+                async for tp, record in in_turns(fetched):
+                    self._absorb(tp.topic, record.key, record.value)
+                    self._positions[tp] = record.offset + 1
                 self._progress.set()
                 self._progress = asyncio.Event()
         finally:

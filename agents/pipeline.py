@@ -26,6 +26,7 @@ from agents.settings import Settings
 from agents.shell import Output, end_batch, open_batch, publish, withhold_acks
 from agents.topology import TABLES
 from agents.topology import topics as topic_specs
+from agents.turns import in_turns
 from schemas.codec import Decoded, Rejected, dead_letter, decode, encode
 
 log = logging.getLogger("stella.agents")
@@ -155,7 +156,8 @@ class Pipeline:
     ) -> None:
         batch, token = open_batch()
         try:
-            for event in events:
+            # In turns: handling a whole batch without a suspension held the loop (agents/turns.py).
+            async for event in in_turns(events):
                 current = _current_event.set(weakref.ref(event))
                 try:
                     await self._handle(agent, handle, event)

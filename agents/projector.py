@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from typing import Any
 
@@ -26,6 +27,7 @@ from projections.store import Projector
 from projections.topics import PROJECTED, positioned, projector_group
 
 log = logging.getLogger("stella.projector")
+STOP_SECONDS = 15.0  # how long a stopping worker waits for the projector to close its consumer
 
 
 class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -102,6 +104,37 @@ class ProjectorService:
             self.store, projector_group(self.settings), window_seconds=self.settings.window_seconds
         )
         self.store.ensure_indexes()
+
+    async def run_on_own_loop(self) -> None:
+        """`run()` on an event loop in a thread of its own, as faust runs its own consumer
+        (faust/transport/drivers/aiokafka.py, AIOKafkaConsumerThread).
+
+        aiokafka sends a group member's heartbeats from a task on the loop its consumer was started on. On
+        the worker's loop, any turn longer than the session timeout (an agent's batch, the knowledge feed;
+        14-40 s under load in the VEX soak) expelled the projector from its group: a rebalance, and its
+        commit refused (docs/partitioning.md, failure modes). Here its heartbeats need only the GIL.
+        Cancelling this (the worker stopping) cancels `run()` on its loop and waits until it has closed its
+        consumer and MongoDB client; an exception of `run()` is raised here, as before."""
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="stella-projector", daemon=True)
+        thread.start()
+        finished = threading.Event()
+
+        async def run_then_signal() -> None:
+            try:
+                await self.run()
+            finally:
+                finished.set()
+
+        try:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run_then_signal(), loop))
+        finally:
+            # A cancellation has reached run() on its loop by now (run_coroutine_threadsafe chains it).
+            await asyncio.to_thread(finished.wait, STOP_SECONDS)
+            loop.call_soon_threadsafe(loop.stop)
+            await asyncio.to_thread(thread.join, STOP_SECONDS)
+            if not thread.is_alive():
+                loop.close()
 
     async def run(self) -> None:
         await asyncio.to_thread(self._open)

@@ -88,7 +88,7 @@ def build(settings: Settings) -> Pipeline:
 
     @pipe.app.task
     async def project() -> None:
-        await projector.run()
+        await projector.run_on_own_loop()
 
     watchdog.register(pipe)
     _health_pages(pipe, projector)
