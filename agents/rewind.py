@@ -133,7 +133,7 @@ class RewindingConsumer(aiokafka_driver.Consumer):
         (faust/transport/drivers/aiokafka.py `verify_event_path`: a worker crashed)."""
         starts = await self.earliest_offsets(*tps)
         for tp in tps:
-            await self.seek(tp, starts.get(tp, 0))
+            await self.seek_on_thread(tp, starts.get(tp, 0))
             self._read_offset[tp] = None
         log.info(
             "no committed offset: reading %s from the beginning",
@@ -165,6 +165,15 @@ class RewindingConsumer(aiokafka_driver.Consumer):
         )
         await super()._add_gap(tp, offset_from, offset_to)
 
+    async def seek_on_thread(self, tp: TP, offset: int) -> None:
+        """Seek on the consumer's own thread, and set faust's read offset as its `seek` does. faust's
+        `seek` (consumer.py `_seek`, l.1453) calls aiokafka's `seek` from the caller's thread while the
+        consumer thread's fetcher iterates its records: a worker crashed with KeyError(TopicPartition) in
+        aiokafka's `fetched_records` (chaos seed 449798). `seek_wait` runs it on the consumer thread
+        (faust/transport/drivers/aiokafka.py `_seek_wait`)."""
+        await self.seek_wait({tp: offset})
+        self._read_offset[tp] = offset if offset else None
+
     async def committed(self, tp: TP) -> int | None:
         """The group's committed offset for `tp`, from the broker."""
         thread = self._thread
@@ -177,7 +186,7 @@ class RewindingConsumer(aiokafka_driver.Consumer):
         committed offset."""
         offset = await self.committed(tp)
         if offset is not None and offset > 0:
-            await self.seek(tp, offset)  # faust's seek also sets its read offset
+            await self.seek_on_thread(tp, offset)
         else:
             await self.rewind(tp)
         return offset
