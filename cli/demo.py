@@ -6,7 +6,7 @@ then a schedule that fires once and is paused) and after each phase waits for th
 running afterwards so you can query them; `make down` stops them.
 
 The API answers only bearer tokens listed in its access file, so the demo writes one
-(``run/keys/demo-api-tokens.json``) with a fresh token for the demo tenant and every scope, and prints the
+(``run/api/demo-api-tokens.json``, not beside the signing keys: ``verify --public-keys run/keys`` reads that folder) with a fresh token for the demo tenant and every scope, and prints the
 token with a `curl` line that works.
 """
 
@@ -40,7 +40,7 @@ TENANT = "demo"
 CERN_DIGEST = "sha256:5e4c1f0d9a3b7c2e8f6a1d0b9c8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e"
 WORKER_PORT = int(os.environ.get("STELLA_DEMO_WORKER_PORT", "6066"))
 API_PORT = int(os.environ.get("STELLA_API_PORT", "8080"))
-ACCESS_FILE = RUN / "keys" / "demo-api-tokens.json"
+ACCESS_FILE = RUN / "api" / "demo-api-tokens.json"
 
 
 def say(text: str) -> None:
