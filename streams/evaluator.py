@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
 from schemas.messages import (
@@ -92,6 +93,7 @@ def _candidates(
     return index
 
 
+@lru_cache(maxsize=16384)  # the same VEX products are matched against every finding of every job
 def _parsed(purl: str | None) -> Purl | None:
     if not purl:
         return None
