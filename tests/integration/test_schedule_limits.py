@@ -1,6 +1,7 @@
 """A schedule's limits on a real worker: a manual run of six images with `parallelism: 2, rate_per_second: 1`
 is released by the run stage's gate (streams/run_gate.py), never more than two of its jobs in flight, and
-completes with every job run once.
+completes with every job run once; a gated run cancelled before it is planned releases nothing and settles
+with every job skipped.
 
 In flight is read from the run's own partition of `run-inputs`, where the job stage's starts and results and
 the gate's ticks are folded in order: a job is released only after the run stage folded enough results, so
@@ -12,13 +13,24 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from cli.schedules import main as schedules_main
 from schemas.canonical import dumps
-from schemas.messages import Inventory, ScheduleLimits, ScheduleSpec, Selector
+from schemas.codec import encode
+from schemas.messages import (
+    Inventory,
+    RunCancelRequested,
+    ScheduleCommand,
+    ScheduleLimits,
+    ScheduleSpec,
+    Selector,
+)
+from streams.schedules import schedule_run_id
+from tests.integration.kit import produce
 from tests.integration.pipeline_kit import Deployment, inventories
 
 IMAGES = 6
@@ -99,5 +111,29 @@ async def test_a_gated_run_keeps_its_limits_and_completes(deployment: Deployment
         released = [j["job_id"] for j in jobs if j["run_id"] == run_id]
         assert sorted(set(released)) == sorted(gated[0]["job_ids"])
         print(f"gated run {run_id}: at most {most} in flight, {ticks} ticks, {len(released)} released")
+
+        # A gated run cancelled before it is planned (the cancel first, then the manual run whose id it
+        # names): the gate releases nothing and records every job skipped, so the run settles cancelled.
+        at = datetime.now(UTC).replace(microsecond=0)
+        cancelled = schedule_run_id("gate", "gated", at, "manual")
+        cancel = RunCancelRequested(run_id=cancelled, tenant="gate", at=at, reason="test")
+        await produce(pipe.bootstrap, f"{pipe.prefix}run-inputs", [(cancelled.encode(), encode(cancel))])
+        command = ScheduleCommand(action="run", tenant="gate", schedule_id="gated", at=at)
+        await produce(pipe.bootstrap, f"{pipe.prefix}schedules", [(b"gate", encode(command))])
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            pipe.alive()
+            doc = pipe.mongo().runs.find_one({"_id": cancelled}) or {}
+            if doc.get("state") == "cancelled" and doc.get("jobs_skipped") == IMAGES:
+                break
+            await asyncio.sleep(1.0)
+        else:
+            raise AssertionError(f"cancelled gated run: {doc}")
+        results = [orjson.loads(r.value) for r in await pipe.records("job-results", timeout=10.0)]
+        skipped = {r["job_id"] for r in results if r["run_id"] == cancelled}
+        assert {r["status"] for r in results if r["run_id"] == cancelled} == {"skipped"}
+        assert len(skipped) == IMAGES
+        jobs = [orjson.loads(r.value) for r in await pipe.records("jobs", timeout=10.0)]
+        assert not [j for j in jobs if j["run_id"] == cancelled]
     finally:
         pipe.stop()
