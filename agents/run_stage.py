@@ -19,7 +19,7 @@ import faust
 from agents import observe
 from agents.job_stage import result_outputs
 from agents.pipeline import Pipeline
-from agents.shell import Output, apply_guarded, keys, read
+from agents.shell import Output, apply_guarded, read
 from agents.tenant_stage import partition_of
 from schemas.messages import TERMINAL_RUN_STATES, JobCancel, RunCancelRequested, RunPlanned, Tick
 from streams import run_gate
@@ -36,6 +36,23 @@ def register(pipe: Pipeline) -> None:
     runs = pipe.table("runs")
     gates = pipe.table("run-gates")
     active: set[str] = set()  # this worker's view, for the runs-active gauge
+    # Run ids of this worker's gates that hold jobs back: kept with every gate write and rebuilt when the table
+    # is recovered (before the partitions resume), so ticks need not scan the closed gates, which stay.
+    open_gates: set[str] = set()
+
+    def is_open(state: bytes | None) -> bool:
+        return state is not None and state != CLOSED
+
+    @gates.on_recover
+    async def rebuild_open_gates() -> None:
+        open_gates.clear()
+        open_gates.update(run_id for run_id, raw in list(gates.items()) if is_open(unguard(raw).state))
+
+    def note(run_id: str) -> None:
+        if is_open(unguard(read(gates, run_id)).state):
+            open_gates.add(run_id)
+        else:
+            open_gates.discard(run_id)
 
     @app.agent(pipe.source("run-inputs"), name="runs")
     async def run_agent(stream: faust.StreamT[Any]) -> None:
@@ -119,24 +136,18 @@ def register(pipe: Pipeline) -> None:
         if state == CLOSED or (state is None and not opens):
             return  # most runs have no gate: no table write
         await apply_guarded(gates, run_id, event, gate_fold(run_id, message))
+        note(run_id)
 
     async def on_tick(event: faust.EventT[Any], tick: Tick) -> None:
         partition = event.message.partition
-        for run_id in sorted(keys(gates)):
-            if partition_of(run_id, settings.partitions) != partition:
-                continue
-            state = unguard(read(gates, run_id)).state
-            if state is not None and state != CLOSED:
-                await apply_guarded(gates, run_id, event, gate_fold(run_id, tick))
+        for run_id in sorted(r for r in open_gates if partition_of(r, settings.partitions) == partition):
+            await apply_guarded(gates, run_id, event, gate_fold(run_id, tick))
+            note(run_id)
 
     @app.timer(interval=GATE_TICK_SECONDS)
     async def tick_gates() -> None:
         # Every worker, for the partitions whose gates it holds; nothing held back, no tick.
-        held = {
-            partition_of(run_id, settings.partitions)
-            for run_id, raw in list(gates.items())
-            if unguard(raw).state not in (None, CLOSED)
-        }
+        held = {partition_of(run_id, settings.partitions) for run_id in open_gates}
         if not held:
             return
         at = datetime.now(UTC).replace(microsecond=0)

@@ -1,12 +1,13 @@
-"""A schedule's limits on a real worker: a manual run of six images with `parallelism: 2, rate_per_second: 1`
-is released by the run stage's gate (streams/run_gate.py), never more than two of its jobs in flight, and
-completes with every job run once; a gated run cancelled before it is planned releases nothing and settles
-with every job skipped.
+"""A schedule's limits on a real worker: a manual run of twelve images with `parallelism: 2,
+rate_per_second: 1` is released by the run stage's gate (streams/run_gate.py), never more than two of its jobs
+in flight, and completes with every job run once; a gated run cancelled before it is planned releases nothing
+and settles with every job skipped; a worker killed while a gate holds jobs back is replaced, and the gate,
+recovered from its changelog, goes on releasing until the run completes.
 
 In flight is read from the run's own partition of `run-inputs`, where the job stage's starts and results and
 the gate's ticks are folded in order: a job is released only after the run stage folded enough results, so
-at no point of that log are more than two of the run's jobs started and not finished. Six jobs at one per
-second with a burst of one need at least five seconds of event time: ticks must be in that log too.
+at no point of that log are more than two of the run's jobs started and not finished. Twelve jobs at one per
+second with a burst of one need at least eleven seconds of event time: ticks must be in that log too.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from streams.schedules import schedule_run_id
 from tests.integration.kit import produce
 from tests.integration.pipeline_kit import Deployment, inventories
 
-IMAGES = 6
+IMAGES = 12  # at one a second, the gate holds jobs back for 11 s of ticks
 PARALLELISM = 2
 
 
@@ -51,6 +52,71 @@ def images() -> list[Inventory]:
     ]
 
 
+async def _run_doc(pipe: Any, run_id: str, done: Any, what: str, timeout: float = 240.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    doc: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        pipe.alive()
+        doc = pipe.mongo().runs.find_one({"_id": run_id}) or {}
+        if done(doc):
+            return doc
+        await asyncio.sleep(1.0)
+    logs = "\n".join(w.output()[-3000:] for w in pipe.workers)
+    raise AssertionError(f"{what}: run {run_id} is {doc}\n{logs}")
+
+
+async def _plan(pipe: Any, run_id: str, timeout: float = 120.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pipe.alive()
+        for record in await pipe.records("run-inputs", timeout=10.0):
+            if record.key == run_id.encode():
+                message = orjson.loads(record.value)
+                if message["schema"] == "scheduler.run-planned@1":
+                    return dict(message)
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"run {run_id} was not planned")
+
+
+async def _most_in_flight(pipe: Any, run_id: str) -> tuple[int, set[str], int]:
+    """(most of the run's jobs started and not finished at any point of its log, finished ids, ticks)."""
+    started: set[str] = set()
+    finished: set[str] = set()
+    most = ticks = 0
+    for record in await pipe.records("run-inputs", timeout=10.0):
+        if record.key == b"tick":
+            ticks += 1
+            continue
+        if record.key != run_id.encode():
+            continue
+        message = orjson.loads(record.value)
+        if message["schema"] == "scheduler.job-started@1":
+            started.add(message["job_id"])
+        elif message["schema"] == "scheduler.job-result@1":
+            finished.add(message["job_id"])
+        most = max(most, len(started - finished))
+    return most, finished, ticks
+
+
+async def _released(pipe: Any, run_id: str) -> list[str]:
+    return [
+        j["job_id"]
+        for j in (orjson.loads(r.value) for r in await pipe.records("jobs", timeout=10.0))
+        if j["run_id"] == run_id
+    ]
+
+
+async def _manual_run(pipe: Any, at: datetime) -> str:
+    """A manual run of the schedule at ``at`` (produced directly, so its run id is known before)."""
+    command = ScheduleCommand(action="run", tenant="gate", schedule_id="gated", at=at)
+    await produce(pipe.bootstrap, f"{pipe.prefix}schedules", [(b"gate", encode(command))])
+    return schedule_run_id("gate", "gated", at, "manual")
+
+
+def _completed(doc: dict[str, Any]) -> bool:
+    return doc.get("state") == "completed"
+
+
 async def test_a_gated_run_keeps_its_limits_and_completes(deployment: Deployment) -> None:
     pipe = deployment()
     await pipe.start(workers=1)
@@ -66,74 +132,54 @@ async def test_a_gated_run_keeps_its_limits_and_completes(deployment: Deployment
         spec_file = pipe.home / "gated.json"
         spec_file.write_bytes(dumps(spec))
         assert await asyncio.to_thread(cli, pipe, "create", "gated", "--spec", str(spec_file)) == 0
-        assert await asyncio.to_thread(cli, pipe, "run", "gated") == 0
 
-        deadline = time.monotonic() + 240
-        run_id, state = "", None
-        while time.monotonic() < deadline:
-            pipe.alive()
-            plans = [orjson.loads(r.value) for r in await pipe.records("run-inputs", timeout=10.0)]
-            gated = [p for p in plans if p.get("schema") == "scheduler.run-planned@1" and p.get("limits")]
-            if gated:
-                run_id = gated[0]["run_id"]
-                doc = pipe.mongo().runs.find_one({"_id": run_id}) or {}
-                state = doc.get("state")
-                if state == "completed":
-                    break
-            await asyncio.sleep(1.0)
-        else:
-            logs = "\n".join(w.output()[-3000:] for w in pipe.workers)
-            raise AssertionError(f"gated run {run_id or '(not planned)'} is {state}\n{logs}")
-        assert gated[0]["limits"] == {"parallelism": PARALLELISM, "rate_per_second": 1}
-        assert len(gated[0]["job_ids"]) == IMAGES
-
-        records = await pipe.records("run-inputs", timeout=10.0)
-        started: set[str] = set()
-        finished: set[str] = set()
-        most = 0
-        ticks = 0
-        for record in records:
-            if record.key == b"tick":
-                ticks += 1
-                continue
-            if record.key != run_id.encode():
-                continue
-            message = orjson.loads(record.value)
-            if message["schema"] == "scheduler.job-started@1":
-                started.add(message["job_id"])
-            elif message["schema"] == "scheduler.job-result@1":
-                finished.add(message["job_id"])
-            most = max(most, len(started - finished))
+        # 1. A manual run: paced, and completed.
+        run_id = await _manual_run(pipe, datetime.now(UTC).replace(microsecond=0))
+        plan = await _plan(pipe, run_id)
+        assert plan["limits"] == {"parallelism": PARALLELISM, "rate_per_second": 1}
+        assert len(plan["job_ids"]) == IMAGES
+        await _run_doc(pipe, run_id, _completed, "the gated run")
+        most, finished, ticks = await _most_in_flight(pipe, run_id)
         assert most <= PARALLELISM
-        assert finished == set(gated[0]["job_ids"])
+        assert finished == set(plan["job_ids"])
         assert ticks >= 1
-        jobs = [orjson.loads(r.value) for r in await pipe.records("jobs", timeout=10.0)]
-        released = [j["job_id"] for j in jobs if j["run_id"] == run_id]
-        assert sorted(set(released)) == sorted(gated[0]["job_ids"])
+        released = await _released(pipe, run_id)
+        assert sorted(set(released)) == sorted(plan["job_ids"])
         print(f"gated run {run_id}: at most {most} in flight, {ticks} ticks, {len(released)} released")
 
-        # A gated run cancelled before it is planned (the cancel first, then the manual run whose id it
-        # names): the gate releases nothing and records every job skipped, so the run settles cancelled.
+        # 2. Cancelled before it is planned (the cancel first, then the manual run whose id it names): the
+        # gate releases nothing and records every job skipped, so the run settles cancelled.
+        await asyncio.sleep(1.0)  # a new second: a new manual run id
         at = datetime.now(UTC).replace(microsecond=0)
         cancelled = schedule_run_id("gate", "gated", at, "manual")
         cancel = RunCancelRequested(run_id=cancelled, tenant="gate", at=at, reason="test")
         await produce(pipe.bootstrap, f"{pipe.prefix}run-inputs", [(cancelled.encode(), encode(cancel))])
-        command = ScheduleCommand(action="run", tenant="gate", schedule_id="gated", at=at)
-        await produce(pipe.bootstrap, f"{pipe.prefix}schedules", [(b"gate", encode(command))])
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            pipe.alive()
-            doc = pipe.mongo().runs.find_one({"_id": cancelled}) or {}
-            if doc.get("state") == "cancelled" and doc.get("jobs_skipped") == IMAGES:
-                break
-            await asyncio.sleep(1.0)
-        else:
-            raise AssertionError(f"cancelled gated run: {doc}")
+        await _manual_run(pipe, at)
+        await _run_doc(
+            pipe,
+            cancelled,
+            lambda d: d.get("state") == "cancelled" and d.get("jobs_skipped") == IMAGES,
+            "the cancelled gated run",
+        )
         results = [orjson.loads(r.value) for r in await pipe.records("job-results", timeout=10.0)]
-        skipped = {r["job_id"] for r in results if r["run_id"] == cancelled}
         assert {r["status"] for r in results if r["run_id"] == cancelled} == {"skipped"}
-        assert len(skipped) == IMAGES
-        jobs = [orjson.loads(r.value) for r in await pipe.records("jobs", timeout=10.0)]
-        assert not [j for j in jobs if j["run_id"] == cancelled]
+        assert len({r["job_id"] for r in results if r["run_id"] == cancelled}) == IMAGES
+        assert not await _released(pipe, cancelled)
+
+        # 3. The worker is killed while the gate holds jobs back; its successor recovers the gate from the
+        # changelog, ticks again, and the run completes within its limits, each job released once.
+        await asyncio.sleep(1.0)
+        restarted = await _manual_run(pipe, datetime.now(UTC).replace(microsecond=0))
+        await _plan(pipe, restarted)
+        pipe.workers[-1].kill()
+        before = set(await _released(pipe, restarted))
+        assert len(before) < IMAGES, "the gate released every job before the kill: nothing left to recover"
+        pipe.add_worker()
+        await _run_doc(pipe, restarted, _completed, "the gated run after a restart")
+        most, finished, _ = await _most_in_flight(pipe, restarted)
+        assert most <= PARALLELISM
+        assert finished == set((await _plan(pipe, restarted))["job_ids"])
+        assert set(await _released(pipe, restarted)) == finished
+        print(f"restarted gated run {restarted}: {len(before)} of {IMAGES} released before the kill")
     finally:
         pipe.stop()
