@@ -12,8 +12,10 @@ decide what is due at that instant. The wall clock decides *when*; the nominal t
 `last-reports` table (key ``tenant/digest``), beside the catalog.
 
 A fired occurrence's jobs leave through the tenant stage's `job_outputs`, the same path (jobs topic, run
-plan to the run stage) as every delta-driven window; a run without jobs is planned empty, so it shows up
-(completed, 0 jobs) instead of not at all. Decisions go to `schedule-events` for the read models.
+plan to the run stage) as every delta-driven window, unless the schedule sets `limits.parallelism` or
+`limits.rate_per_second`: then they go to the run stage only, which releases them (agents/run_stage.py). A
+run without jobs is planned empty, so it shows up (completed, 0 jobs) instead of not at all. Decisions go to
+`schedule-events` for the read models.
 """
 
 from __future__ import annotations
@@ -71,11 +73,13 @@ class ScheduleShell:
         await apply_guarded(self.reports, f"{seen.tenant}/{seen.image_digest}", event, fold)
 
     def _outputs(self, step: Step, planned_at: datetime) -> list[Output]:
-        jobs = [job for run in step.runs for job in run.jobs]
+        jobs = [job for run in step.runs if run.limits is None for job in run.jobs]
         outputs = self.job_outputs(self.pipe, jobs)
         for run in step.runs:
             if not run.jobs:
                 outputs.append(self.pipe.out("run-inputs", run.run_id, _empty_plan(step, run)))
+            elif run.limits is not None:
+                outputs.extend(_gated_outputs(self.pipe, run))
         if step.event is not None:
             outputs.append(self.pipe.out("schedule-events", step.event.tenant, step.event))
             # Lag up to the planning tick's instant (event time, so a replay reports what happened then);
@@ -134,6 +138,22 @@ def register_report_feed(pipe: Pipeline) -> None:
             await publish([pipe.out("catalog-updates", result.tenant, seen)])
 
         await pipe.run(stream, "report-times", handle, batched=True)
+
+
+def _gated_outputs(pipe: Pipeline, run: PlannedRun) -> list[Output]:
+    """A run with limits: its job commands and plan go to the run stage only, which releases the jobs to
+    `jobs` within the limits (streams/run_gate.py); the commands come first, so the plan finds them."""
+    outputs = [pipe.out("run-inputs", run.run_id, job) for job in run.jobs]
+    planned = RunPlanned(
+        run_id=run.run_id,
+        tenant=run.jobs[0].tenant,
+        job_ids=sorted(job.job_id for job in run.jobs),
+        at=run.nominal,
+        limits=run.limits,
+    )
+    outputs.append(pipe.out("run-inputs", run.run_id, planned))
+    observe.jobs_emitted(run.jobs)
+    return outputs
 
 
 def _empty_plan(step: Step, run: PlannedRun) -> RunPlanned:

@@ -81,6 +81,7 @@ TABLES = (
     "audit-seen",
     "schedules",
     "last-reports",
+    "run-gates",
 )
 
 

@@ -60,7 +60,7 @@ A spec file is JSON or YAML with the fields of ScheduleSpec (schemas/json/schedu
   mode: analysis-only           # or content-refresh (jobs re-scan: kind rescan)
   selection: {all: true}        # or namespaces / repositories (globs) / digests / labels
   only_if: {last_report_older_than_days: 7}
-  limits: {max_jobs: 500}
+  limits: {max_jobs: 500, parallelism: 8, rate_per_second: 20}   # per run: in flight, started a second
   missed: {policy: latest, max_catchup: 10, grace_seconds: 300}   # skip | latest | all
   priority: background          # the class of the sweep's jobs
 

@@ -79,7 +79,7 @@ def _extra_models() -> dict[str, tuple[type[BaseModel], ...]]:
         "impacts": (Tick,),
         "catalog-updates": (Inventory, ImageRemoved, RuntimeEvent, ReportSeen),
         "job-attempts": (JobAttempt, JobCancel, Tick),
-        "run-inputs": (RunPlanned, JobCommand, JobStarted, JobResult, RunCancelRequested),
+        "run-inputs": (RunPlanned, JobCommand, JobStarted, JobResult, RunCancelRequested, Tick),
         "audit-facts": (AuditFact,),
     }
 

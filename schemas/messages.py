@@ -534,8 +534,20 @@ class JobCancel(Model):
     at: Timestamp
 
 
+class RunLimits(Model):
+    """How fast the run stage releases a run's jobs to the queue (streams/run_gate.py)."""
+
+    parallelism: int | None = Field(None, ge=1, description="at most this many of the run's jobs in flight")
+    rate_per_second: int | None = Field(
+        None, ge=1, description="at most this many released per second of event time (burst: one second's)"
+    )
+
+
 class RunPlanned(Model):
-    """The planner closed a run's window: these are all of its jobs. Kafka key: run id."""
+    """The planner closed a run's window: these are all of its jobs. Kafka key: run id.
+
+    With ``limits``, the planner sent the job commands to the run stage only, and the run stage releases them
+    to `jobs` within the limits; without, they went to `jobs` at once."""
 
     schema_id: Literal["scheduler.run-planned@1"] = Field("scheduler.run-planned@1", alias="schema")
     run_id: str
@@ -543,6 +555,7 @@ class RunPlanned(Model):
     job_ids: list[str]
     at: Timestamp
     retry_of: str | None = None
+    limits: RunLimits | None = None
 
 
 class JobStarted(Model):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
 from schemas.messages import (
@@ -92,6 +93,7 @@ def _candidates(
     return index
 
 
+@lru_cache(maxsize=16384)  # the same VEX products are matched against every finding of every job
 def _parsed(purl: str | None) -> Purl | None:
     if not purl:
         return None
@@ -128,15 +130,35 @@ def _product_label(product: VexProduct) -> str:
     return f"{product.package}@{product.version}" if product.version else str(product.package)
 
 
+VexIndex = dict[str, list[int]]
+
+
+def index_vex(statements: list[VexStatement]) -> VexIndex:
+    """Vulnerability id or alias → positions of the statements naming it, ascending. Built once per
+    evaluation: scanning every statement for every finding was quadratic, and with a 20,000-statement
+    VEX document held one job's evaluation on the worker's event loop for 10-50 s (docs/partitioning.md,
+    failure modes)."""
+    index: VexIndex = {}
+    for position, s in enumerate(statements):
+        for vuln in sorted({s.vulnerability, *s.aliases}):
+            index.setdefault(vuln, []).append(position)
+    return index
+
+
 def applicable_vex(
-    hit_ids: frozenset[str], statements: list[VexStatement], inventory: Inventory, component: Component
+    hit_ids: frozenset[str],
+    statements: list[VexStatement],
+    inventory: Inventory,
+    component: Component,
+    index: VexIndex | None = None,
 ) -> list[tuple[VexStatement, VexProduct]]:
     """The statements that apply to a finding, each with the product that matched, by precedence: the
-    first one governs (latest timestamp, then highest statement id)."""
+    first one governs (latest timestamp, then highest statement id). `index`: `index_vex(statements)`,
+    when the caller looks up many findings in the same statements."""
+    by_vuln = index if index is not None else index_vex(statements)
+    candidates = sorted({position for vuln in hit_ids for position in by_vuln.get(vuln, ())})
     applicable: list[tuple[VexStatement, VexProduct]] = []
-    for s in statements:
-        if not hit_ids & {s.vulnerability, *s.aliases}:
-            continue
+    for s in (statements[position] for position in candidates):
         product = next((p for p in s.products if product_matches(p, inventory, component)), None)
         if product is not None:
             applicable.append((s, product))
@@ -273,6 +295,7 @@ def evaluate_explained(
     """Findings (sorted, one per vulnerability/package/version), the verdict, and the explain traces."""
     index = _candidates(advisories)
     statements = [s for s in vex if s.tenant is None or s.tenant == inventory.tenant]
+    by_vuln = index_vex(statements)
     found: dict[tuple[str, str, str], Finding] = {}
     traces: dict[tuple[str, str, str], FindingTrace] = {}
     for component in inventory.components:
@@ -284,7 +307,7 @@ def evaluate_explained(
             if matched is None:
                 continue
             hit = _Hit(adv, component)
-            ordered = applicable_vex(hit.vuln_ids, statements, inventory, component)
+            ordered = applicable_vex(hit.vuln_ids, statements, inventory, component, by_vuln)
             decision = ordered[0][0] if ordered else None
             finding = Finding(
                 id=adv.id,

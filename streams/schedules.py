@@ -51,6 +51,7 @@ from schemas.cron import zone
 from schemas.messages import (
     JobCommand,
     Reason,
+    RunLimits,
     ScheduleCommand,
     ScheduleEvent,
     ScheduleOccurrence,
@@ -291,6 +292,15 @@ class PlannedRun:
     run_id: str
     nominal: datetime
     jobs: list[JobCommand]
+    limits: RunLimits | None = None  # the run stage releases the jobs within these (streams/run_gate.py)
+
+
+def run_limits(spec: ScheduleSpec) -> RunLimits | None:
+    """The limits the run stage enforces for a run of this schedule; None when the spec sets neither."""
+    limits = spec.limits
+    if limits.parallelism is None and limits.rate_per_second is None:
+        return None
+    return RunLimits(parallelism=limits.parallelism, rate_per_second=limits.rate_per_second)
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,7 +352,7 @@ def _fire(
         jobs = occurrence_jobs(
             state.tenant, state.schedule_id, state.spec, d.nominal, trigger, selection.images
         )
-        runs.append(PlannedRun(run_id, d.nominal, jobs))
+        runs.append(PlannedRun(run_id, d.nominal, jobs, run_limits(state.spec)))
         occurrences.append(
             ScheduleOccurrence(
                 nominal=d.nominal,
