@@ -38,7 +38,7 @@ import base64
 import copy
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -387,6 +387,10 @@ def _fold_result(msg: JobResult, pos: Position) -> list[DocUpdate]:
             "traces": [t.model_dump(mode="json") for t in msg.traces],
             "traces_omitted": msg.traces_omitted,
         }
+    if msg.simulation is not None:
+        # A simulation's job (from `simulation-results`): its job document ends like any job's, with the
+        # image's comparison; the image's live document is not touched.
+        return [replace(job, set={**job.set, "simulation": msg.simulation.model_dump(mode="json")})]
     image = DocUpdate(IMAGES, image_id(msg.tenant, msg.image_digest), pos.source, pos.offset, set=latest)
     return [job, image]
 

@@ -387,3 +387,19 @@ def test_queue_callback_fires_when_the_simulation_is_terminal(
         assert arrived.wait(60)
     assert received[0] == dumps(done[0].model_dump(mode="json", by_alias=True))
     assert PolicyRules.model_validate(json.loads(received[0])["rules"]) == RULES
+
+
+def test_a_simulation_result_updates_its_job_document_and_no_image() -> None:
+    (job,) = plan(req(1))[1]
+    result = image_result(
+        _result(job, [finding("GHSA-m", "medium")], [trace("GHSA-m", "npm/x", "fail")], "fail"), None
+    )
+    store = MemoryStore()
+    store.apply_documents(fold(job, Position("jobs", 0, 1)))
+    store.apply_documents(fold(result, Position("simulation-results", 0, 1)))
+    assert store.dump("images") == []
+    assert store.dump("windows") == []  # no impact window planned it
+    doc = store.get("jobs", job.job_id)
+    assert doc is not None
+    assert doc["status"] == "completed"
+    assert doc["simulation"]["simulated_verdict"] == "fail"
