@@ -39,7 +39,7 @@ from controlplane.deps import Consistent, Manager, Reader, RuntimeDep, Writer
 from controlplane.errors import ApiError
 from controlplane.paging import decode_cursor, encode_cursor
 from controlplane.routes_read import owned
-from controlplane.routes_write import CancelRequest, cancel_run
+from controlplane.routes_write import CancelRequest, cancel_run, content_id, idempotent
 from projections.fold import IMAGES, RUNS, SIMULATIONS, Document
 from projections.simulation import completed_of, request_documents, simulate_documents
 from projections.store import MAX_PAGE, After, ProjectionStore
@@ -144,21 +144,28 @@ async def post_simulation(
             nonce=idempotency_key or uuid.uuid4().hex,
             requested_by=principal.name,
         )
-        (sent,) = await rt.produce(
-            [("simulation-requests", rt.topic("simulation-requests"), message_key(req), encode(req))]
-        )
-        if body.callback is not None:
-            _follow(rt, req.simulation_id, str(body.callback.url), body.callback.secret)
-        return {
-            "simulation_id": req.simulation_id,
-            "run_id": req.simulation_id,
-            "mode": "queue",
-            "state": "running",
-            "images": len(req.images),
-            "callback": "scheduled" if body.callback is not None else None,
-            "position": sent.as_dict(),
-            "min_position": sent.text(),
-        }
+        callback = body.callback
+
+        async def make() -> dict[str, Any]:
+            (sent,) = await rt.produce(
+                [("simulation-requests", rt.topic("simulation-requests"), message_key(req), encode(req))]
+            )
+            if callback is not None:
+                _follow(rt, req.simulation_id, str(callback.url), callback.secret)
+            return {
+                "simulation_id": req.simulation_id,
+                "run_id": req.simulation_id,
+                "mode": "queue",
+                "state": "running",
+                "images": len(req.images),
+                "callback": "scheduled" if callback is not None else None,
+                "position": sent.as_dict(),
+                "min_position": sent.text(),
+            }
+
+        # a repeat with the same key answers the first response: one request, one callback follower
+        asked = content_id("simulation", req.simulation_id, str(callback.url) if callback else "")
+        return await idempotent(rt, tenant, "simulations", idempotency_key, asked, make)
     result = await run_in_threadpool(
         simulate_documents, docs, tenant, body.selector, body.rules, nonce=idempotency_key or ""
     )

@@ -602,7 +602,7 @@ def _fold_schedule(msg: ScheduleEvent, pos: Position) -> list[DocUpdate]:
 def _fold_simulation_request(msg: SimulationRequest, pos: Position) -> list[DocUpdate]:
     """The request owns what was asked; the state is "running" until the completed simulation says."""
     body = _dump(msg, "simulation_id", "images", "at")
-    asked = {**body, "mode": "queue", "requested_at": _ts(msg.at), "image_count": len(msg.images)}
+    asked = {**body, "mode": "queue", "image_count": len(msg.images)}
     return [
         DocUpdate(
             SIMULATIONS,
@@ -611,6 +611,8 @@ def _fold_simulation_request(msg: SimulationRequest, pos: Position) -> list[DocU
             pos.offset,
             set=asked,
             set_on_insert={"state": "running"},
+            # a repeated request (same id, a later time) changes nothing: the stage keeps the first one
+            min={"requested_at": _ts(msg.at)},
         )
     ]
 

@@ -332,6 +332,7 @@ def test_queue_route_requests_a_run_and_shows_lists_and_cancels_it(
     assert store.state == before  # nothing read-model-side is written by the API
     again = httpx.post(url + "/api/v1/policies/simulations", json=body, headers=headers).json()
     assert again["simulation_id"] == out["simulation_id"]  # same idempotency key: same simulation
+    assert len(publisher.records) == 1  # answered from the first request: nothing produced again
     other = httpx.post(url + "/api/v1/policies/simulations", json=body, headers=AUTH).json()
     assert other["simulation_id"] != out["simulation_id"]  # a new request without a key: a new one
 
