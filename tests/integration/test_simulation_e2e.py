@@ -150,6 +150,7 @@ async def test_stricter_policy_simulation_flips_signs_and_touches_nothing(deploy
                 # the same candidate as a queued run: re-evaluated by the worker, called back when done
                 callback = {"url": hook.url + "/hook", "secret": "s3cret-for-callbacks"}
                 queued = {"rules": body["rules"], "selector": body["selector"], "callback": callback}
+                asked_at = time.monotonic()
                 sent = await http.post(
                     server.url + "/api/v1/policies/simulations",
                     json=queued,
@@ -159,6 +160,9 @@ async def test_stricter_policy_simulation_flips_signs_and_touches_nothing(deploy
                 sid = sent.json()["simulation_id"]
                 assert sent.json()["images"] == 3
                 shown = await until_terminal(http, server.url + f"/api/v1/policies/simulations/{sid}", pipe)
+                print(
+                    f"queued simulation of 3 images: terminal in read model after {time.monotonic() - asked_at:.1f}s"
+                )
                 run = (await http.get(server.url + f"/api/v1/runs/{sid}")).json()
                 listed = (await http.get(server.url + "/api/v1/policies/simulations")).json()
                 assert await asyncio.to_thread(receiver.arrived.wait, 120), "no callback"
