@@ -158,7 +158,9 @@ class ReferenceExecutor:
             advisories = list(await self._lookup.advisories_for(packages))
             vuln_ids = sorted({i for a in advisories for i in (a.id, *a.aliases)})
             vex = list(await self._lookup.vex_for(job.tenant, vuln_ids)) if vuln_ids else []
-            rules = await self._lookup.rules(job.tenant, job.inputs.policy_revision) or PolicyRules()
+            simulation = job.inputs.simulation  # a simulation judges by its candidate rules
+            live = None if simulation else await self._lookup.rules(job.tenant, job.inputs.policy_revision)
+            rules = simulation.rules if simulation else live or PolicyRules()
         except Exception as exc:  # a store hiccup: the same lookup may well succeed later
             return Transient(f"lookup failed: {type(exc).__name__}: {exc}")
         try:
@@ -255,12 +257,16 @@ class HttpExecutor:
 
     @staticmethod
     def request_body(job: JobCommand) -> dict[str, object]:
-        return {
+        body: dict[str, object] = {
             "image_digest": job.image_digest,
             "mode": "content-refresh" if job.kind == "rescan" else "analysis-only",
             "policy_revision": job.inputs.policy_revision,
             "job_id": job.job_id,
         }
+        if job.inputs.simulation is not None:
+            # A simulation: judge by these candidate rules, and keep the verdict out of any live state.
+            body["simulation"] = job.inputs.simulation.model_dump(mode="json")
+        return body
 
     async def execute(self, job: JobCommand) -> ExecOutcome:
         timeout = self.timeout_for(job)

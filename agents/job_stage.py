@@ -31,6 +31,7 @@ from streams.findings import completed_result, failed_result, skipped_result
 from streams.guard import decode as unguard
 from streams.job_queue import DONE, Entry, enqueue, longer_history, queued, record_attempt, scaled_caps
 from streams.retry import GiveUp, RetryPolicy, next_attempt, sla_breach
+from streams.simulation import image_result, is_simulation
 
 log = logging.getLogger("stella.jobs")
 
@@ -148,6 +149,7 @@ class Runner:
                 finished_at=at,
                 traces=outcome.traces,
             )
+            result = image_result(result, previous)
             try:
                 outputs = result_outputs(pipe, result)
             except OutputTooLarge as exc:
@@ -178,7 +180,7 @@ class Runner:
         self, job: JobCommand, attempts: list[Attempt], decision: GiveUp, at: datetime, previous: Any
     ) -> None:
         pipe = self.pipe
-        breached = decision.reason != "permanent-error"
+        breached = decision.reason != "permanent-error" and not is_simulation(job)
         result = failed_result(
             job,
             attempts=attempts,
@@ -187,6 +189,7 @@ class Runner:
             previous_verdict=previous.verdict if previous else "unknown",
             sla_breached=breached,
         )
+        result = image_result(result, previous)
         outputs = result_outputs(pipe, result)
         if breached:
             breach = sla_breach(job, attempts, decision, at)
@@ -216,8 +219,10 @@ class Runner:
 
 
 def result_outputs(pipe: Pipeline, result: JobResult) -> list[Output]:
+    # A simulation's results never reach job-results: no live read model, signature or table sees them.
+    results = "simulation-results" if is_simulation(result) else "job-results"
     return [
-        pipe.out("job-results", result.image_digest, result),
+        pipe.out(results, result.image_digest, result),
         pipe.out("run-inputs", result.run_id, result),
     ]
 
@@ -238,7 +243,7 @@ def register(pipe: Pipeline, executor: Executor, before_execute: Any = None) -> 
     def current(job_id: str) -> bytes | None:
         return unguard(queue.get(job_id)).state
 
-    @app.agent(pipe.source("jobs", "job-attempts", "job-results"), name="jobs")
+    @app.agent(pipe.source("jobs", "job-attempts", "job-results", "simulation-results"), name="jobs")
     async def job_agent(stream: faust.StreamT[Any]) -> None:
         async def handle(event: faust.EventT[Any]) -> None:
             decoded = await pipe.decode(event)
@@ -275,7 +280,9 @@ def register(pipe: Pipeline, executor: Executor, before_execute: Any = None) -> 
                 entry = None if cancel.job_id in runner.running.jobs else queued(current(cancel.job_id))
                 if entry is not None:
                     runner.forget(cancel.job_id)
-                    skipped = skipped_result(entry.job, finished_at=cancel.at)
+                    skipped = image_result(
+                        skipped_result(entry.job, finished_at=cancel.at), runner._previous(entry.job)
+                    )
 
                     def skip(
                         _state: bytes | None, skipped: JobResult = skipped
@@ -285,7 +292,7 @@ def register(pipe: Pipeline, executor: Executor, before_execute: Any = None) -> 
                     await apply_guarded(queue, cancel.job_id, event, skip)
             elif isinstance(model, JobResult):
                 result = model
-                if result.status == "completed":
+                if result.status == "completed" and not is_simulation(result):
                     latest = result.model_dump_json(by_alias=True).encode()
 
                     def remember(

@@ -53,6 +53,9 @@ def topics(prefix: str = "", partitions: int | None = None) -> list[TopicSpec]:
         TopicSpec(f"{p}run-events", "run id", n),
         TopicSpec(f"{p}sla-breaches", "image digest", n),
         TopicSpec(f"{p}simulations", "tenant", n),
+        TopicSpec(f"{p}simulation-requests", TOPIC_KEYS["simulation-requests"], n, FOREVER, source=True),
+        # simulation jobs' results: only the job stage reads them (no live read model, signer or table)
+        TopicSpec(f"{p}simulation-results", "image digest", n),
         TopicSpec(f"{p}cursors", "source", n),
         TopicSpec(f"{p}events.signed", "tenant/subject", n),
         TopicSpec(f"{p}deadletter", "source topic", n, FOREVER),
@@ -82,6 +85,7 @@ TABLES = (
     "schedules",
     "last-reports",
     "run-gates",
+    "simulations",
 )
 
 

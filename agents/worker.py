@@ -22,6 +22,7 @@ from agents import (
     observe,
     run_stage,
     signer_stage,
+    simulation_stage,
     stalls,
     tenant_stage,
     watchdog,
@@ -66,6 +67,7 @@ def build(settings: Settings) -> Pipeline:
     index_stage.register(pipe)
     tenant_stage.register(pipe)
     run_stage.register(pipe)
+    simulation_stage.register(pipe)
     key = signing_key(settings)
     signer_stage.register(pipe, key)
     audit_stage.register(pipe, key)

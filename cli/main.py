@@ -54,8 +54,9 @@ COMMANDS: dict[str, Command] = {
     ),
     "explain": Command("cli.explain", "why an image has a finding: range, VEX, policy rule", own_parser=True),
     "simulate": Command(
-        "cli.simulate", "what a candidate policy would change (nothing written)", own_parser=True
+        "cli.simulate", "what a candidate policy would change (nothing live written)", own_parser=True
     ),
+    "simulations": Command("cli.simulations", "list, show and cancel policy simulations", own_parser=True),
 }
 
 TOP_EPILOG = """\

@@ -38,7 +38,7 @@ import base64
 import copy
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,6 +59,8 @@ from schemas.messages import (
     RuntimeEvent,
     ScheduleEvent,
     SignedEnvelope,
+    SimulationCompleted,
+    SimulationRequest,
     SlaBreach,
     VexStatement,
 )
@@ -74,6 +76,7 @@ DEADLETTERS = "deadletters"
 AUDIT_SNAPSHOTS = "audit_snapshots"
 SCHEDULES = "schedules"
 SCHEDULE_RUNS = "schedule_runs"
+SIMULATIONS = "simulations"
 COLLECTIONS: tuple[str, ...] = (
     RUNS,
     JOBS,
@@ -84,6 +87,7 @@ COLLECTIONS: tuple[str, ...] = (
     AUDIT_SNAPSHOTS,
     SCHEDULES,
     SCHEDULE_RUNS,
+    SIMULATIONS,
 )
 POS = "_pos"
 # What a job document says before its result arrives. Every non-owner that may create a job document seeds
@@ -306,6 +310,8 @@ def _fold_run(msg: RunEvent, pos: Position) -> list[DocUpdate]:
 def _fold_command(msg: JobCommand, pos: Position) -> list[DocUpdate]:
     data = _dump(msg, "job_id")
     job = DocUpdate(JOBS, msg.job_id, pos.source, pos.offset, set=data, set_on_insert=JOB_DEFAULTS)
+    if msg.inputs.simulation is not None:
+        return [job]  # a simulation's job is a job of its run, but no impact window planned it
     window = DocUpdate(
         WINDOWS,
         window_id(msg.tenant, msg.window_start),
@@ -381,6 +387,10 @@ def _fold_result(msg: JobResult, pos: Position) -> list[DocUpdate]:
             "traces": [t.model_dump(mode="json") for t in msg.traces],
             "traces_omitted": msg.traces_omitted,
         }
+    if msg.simulation is not None:
+        # A simulation's job (from `simulation-results`): its job document ends like any job's, with the
+        # image's comparison; the image's live document is not touched.
+        return [replace(job, set={**job.set, "simulation": msg.simulation.model_dump(mode="json")})]
     image = DocUpdate(IMAGES, image_id(msg.tenant, msg.image_digest), pos.source, pos.offset, set=latest)
     return [job, image]
 
@@ -589,6 +599,33 @@ def _fold_schedule(msg: ScheduleEvent, pos: Position) -> list[DocUpdate]:
     return updates
 
 
+def _fold_simulation_request(msg: SimulationRequest, pos: Position) -> list[DocUpdate]:
+    """The request owns what was asked; the state is "running" until the completed simulation says."""
+    body = _dump(msg, "simulation_id", "images", "at")
+    asked = {**body, "mode": "queue", "image_count": len(msg.images)}
+    return [
+        DocUpdate(
+            SIMULATIONS,
+            msg.simulation_id,
+            pos.source,
+            pos.offset,
+            set=asked,
+            set_on_insert={"state": "running"},
+            # a repeated request (same id, a later time) changes nothing: the stage keeps the first one
+            min={"requested_at": _ts(msg.at)},
+        )
+    ]
+
+
+def _fold_simulation(msg: SimulationCompleted, pos: Position) -> list[DocUpdate]:
+    """One owner per path: `simulations` (key tenant) sets the outcome; tenant, selector, rules and mode
+    follow from the simulation id, so the request's equal values cannot disagree."""
+    body = _dump(msg, "simulation_id", "at")
+    return [
+        DocUpdate(SIMULATIONS, msg.simulation_id, pos.source, pos.offset, set={**body, "at": _ts(msg.at)})
+    ]
+
+
 def fold(message: object, pos: Position, *, window_seconds: int = 30) -> list[DocUpdate]:
     """Document updates for one message at ``pos``; messages no read model needs give ``[]``."""
     if isinstance(message, RunEvent):
@@ -613,6 +650,10 @@ def fold(message: object, pos: Position, *, window_seconds: int = 30) -> list[Do
         return _fold_cursor(message, pos)
     if isinstance(message, ScheduleEvent):
         return _fold_schedule(message, pos)
+    if isinstance(message, SimulationRequest):
+        return _fold_simulation_request(message, pos)
+    if isinstance(message, SimulationCompleted):
+        return _fold_simulation(message, pos)
     if isinstance(message, AdvisoryDelta):
         return [_cursor("advisories", pos.source, message.id, message.modified, pos.offset, pos)]
     if isinstance(message, VexStatement):

@@ -57,6 +57,7 @@ from projections.fold import (
     RUNS,
     SCHEDULE_RUNS,
     SCHEDULES,
+    SIMULATIONS,
     WINDOWS,
     Checkpoint,
     Document,
@@ -106,6 +107,7 @@ INDEXES: dict[str, list[list[str]]] = {
     DEADLETTERS: [["reason", "_id"], ["source_topic", "_id"], ["at", "_id"]],
     SCHEDULES: [["tenant", "_id"]],
     SCHEDULE_RUNS: [["tenant", "schedule_id", "nominal"]],
+    SIMULATIONS: [["tenant", "_id"]],  # GET /policies/simulations, by _id pages
     # the projector's get_checkpoints(group) on assignment
     CHECKPOINTS: [["group", "_id"]],
 }

@@ -25,6 +25,10 @@ PROJECTED = (
     "runtime",
     # Schedules and their decided occurrences (fired runs, missed ones).
     "schedule-events",
+    # Policy simulations: queued requests and completed results (docs/simulation.md).
+    "simulation-requests",
+    "simulations",
+    "simulation-results",  # only their job documents: a simulation's results never reach an image's
     # The audit ledger's signed snapshots (docs/audit-ledger.md).
     "audit-snapshots",
     # Not folded into documents, but checkpointed: the API's read-your-writes (`min_position`) waits on the

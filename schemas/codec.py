@@ -33,6 +33,7 @@ from schemas.messages import (
     ScheduleEvent,
     SignedEnvelope,
     SimulationCompleted,
+    SimulationRequest,
     SlaBreach,
     schema_id_of,
 )
@@ -49,6 +50,8 @@ TOPIC_MODELS: dict[str, type[BaseModel]] = {
     "run-events": RunEvent,
     "sla-breaches": SlaBreach,
     "simulations": SimulationCompleted,
+    "simulation-requests": SimulationRequest,
+    "simulation-results": JobResult,
     "deadletter": DeadLetter,
     "cursors": CursorUpdate,
     "events.signed": SignedEnvelope,

@@ -17,6 +17,7 @@ from schemas.messages import (
     RunCancelRequested,
     RuntimeEvent,
     ScheduleCommand,
+    SimulationRequest,
     VexStatement,
 )
 
@@ -30,6 +31,8 @@ _KEY_OF: dict[type[BaseModel], Callable[[Any], str]] = {
     RuntimeEvent: lambda m: str(m.image_digest),
     RunCancelRequested: lambda m: str(m.run_id),
     ScheduleCommand: lambda m: str(m.tenant),
+    # its run id: the request meets the run's inputs and events in one partition (agents/simulation_stage)
+    SimulationRequest: lambda m: str(m.simulation_id),
 }
 
 # What the key of each of these topics is, in words (agents.topology).
@@ -41,6 +44,7 @@ TOPIC_KEYS: dict[str, str] = {
     "rechecks": "tenant",
     "runtime": "image digest",
     "schedules": "tenant",
+    "simulation-requests": "simulation id (= its run id)",
 }
 
 

@@ -29,7 +29,9 @@ Severity = Literal["critical", "high", "medium", "low", "none", "unknown"]
 PriorityClass = Literal["emergency", "high", "normal", "background"]
 JobKind = Literal["reevaluate", "rescan"]
 VexStatus = Literal["not_affected", "affected", "fixed", "under_investigation"]
-ImpactSource = Literal["advisory", "vex", "policy", "recheck", "runtime", "inventory", "schedule"]
+ImpactSource = Literal[
+    "advisory", "vex", "policy", "recheck", "runtime", "inventory", "schedule", "simulation"
+]
 
 SEVERITY_RANK: dict[str, int] = {"none": 0, "unknown": 1, "low": 2, "medium": 3, "high": 4, "critical": 5}
 PRIORITY_RANK: dict[str, int] = {"background": 0, "normal": 1, "high": 2, "emergency": 3}
@@ -219,10 +221,26 @@ class AdvisoryInput(Model):
     modified: Timestamp
 
 
+def _absent(value: object) -> bool:
+    return value is None
+
+
+class SimulationInputs(Model):
+    """What makes a job a simulation's: the candidate rules it is judged by instead of the tenant's."""
+
+    simulation_id: str
+    rules: PolicyRules
+
+
 class JobInputs(Model):
     advisories: list[AdvisoryInput] = []
     vex: list[str] = []
     policy_revision: int | None = None
+    # Left out when absent, so a live job's bytes (and ids, signatures) are what they were before
+    # simulations existed.
+    simulation: SimulationInputs | None = Field(
+        None, exclude_if=_absent, description="set on a simulation run's jobs only (streams.simulation)"
+    )
 
 
 class JobCommand(Model):
@@ -357,6 +375,23 @@ JobResultStatus = Literal["completed", "failed", "skipped"]
 TERMINAL_JOB_STATUSES: frozenset[str] = frozenset(get_args(JobResultStatus))
 
 
+class SimulationImage(Model):
+    """One image under a candidate policy: its live verdict, the simulated one, and the findings that flip."""
+
+    image_digest: str
+    live_verdict: Literal["pass", "fail", "unknown"]
+    simulated_verdict: Literal["pass", "fail", "unknown"]
+    newly_failing: list[str] = Field(
+        default=[], description="'id package' of findings that would start failing"
+    )
+    newly_passing: list[str] = Field(
+        default=[], description="'id package' of findings that would stop failing"
+    )
+    job_status: Literal["completed", "failed", "skipped"] | None = Field(
+        None, exclude_if=_absent, description="queue mode: how the image's simulation job ended"
+    )
+
+
 class JobResult(Model):
     """Outcome of a job. Kafka key: image digest."""
 
@@ -382,6 +417,9 @@ class JobResult(Model):
         default=[], description="explain traces of the findings (and VEX-suppressed matches), sorted"
     )
     traces_omitted: int = Field(0, description="traces left out to keep the result under the size budget")
+    simulation: SimulationImage | None = Field(
+        None, exclude_if=_absent, description="a simulation job's image: live verdict -> simulated, flips"
+    )
 
 
 class ExecutorReport(Model):
@@ -698,20 +736,6 @@ class ScheduleEvent(Model):
 # ---------------------------------------------------------------- policy simulation
 
 
-class SimulationImage(Model):
-    """One image under a candidate policy: its live verdict, the simulated one, and the findings that flip."""
-
-    image_digest: str
-    live_verdict: Literal["pass", "fail", "unknown"]
-    simulated_verdict: Literal["pass", "fail", "unknown"]
-    newly_failing: list[str] = Field(
-        default=[], description="'id package' of findings that would start failing"
-    )
-    newly_passing: list[str] = Field(
-        default=[], description="'id package' of findings that would stop failing"
-    )
-
-
 class SimulationTotals(Model):
     images: int = 0
     to_fail: int = 0
@@ -720,6 +744,27 @@ class SimulationTotals(Model):
     not_evaluated: int = Field(0, description="selected images without a live evaluation to compare with")
     newly_failing: int = 0
     newly_passing: int = 0
+    failed: int = Field(
+        0, description="queue mode: images whose simulation job failed (no simulated verdict)"
+    )
+    skipped: int = Field(0, description="queue mode: images not evaluated because the run was cancelled")
+
+
+class SimulationRequest(Model):
+    """A queued simulation: a run (id = ``simulation_id``) of one background job per selected image,
+    judged by ``rules``. The images are resolved when the request is made (``streams.simulation``).
+    Kafka key: simulation id (co-partitioned with the run's ``run-inputs``)."""
+
+    schema_id: Literal["scheduler.simulation-request@1"] = Field(
+        "scheduler.simulation-request@1", alias="schema"
+    )
+    simulation_id: str
+    tenant: str
+    at: Timestamp
+    selector: Selector
+    rules: PolicyRules
+    images: list[str] = Field(description="the selected image digests, sorted")
+    requested_by: str = ""
 
 
 class SimulationCompleted(Model):
@@ -730,7 +775,7 @@ class SimulationCompleted(Model):
     )
     simulation_id: str
     tenant: str
-    state: Literal["completed", "cancelled"] = "completed"
+    state: Literal["completed", "cancelled", "error"] = "completed"
     at: Timestamp
     mode: Literal["read-model", "queue"] = Field(
         description="read-model: live findings re-judged by the candidate rules; queue: re-evaluated by jobs"
@@ -788,6 +833,7 @@ ALL_MODELS: list[type[BaseModel]] = [
     ScheduleCommand,
     ScheduleEvent,
     ReportSeen,
+    SimulationRequest,
     SimulationCompleted,
     SignedEnvelope,
 ]

@@ -82,8 +82,10 @@ def longer_history(state: bytes | None, known: Entry | None) -> Entry | None:
 
 
 def scaled_caps(total: int) -> Caps:
-    """Per-class caps proportional to the worker's concurrency; emergency keeps reserved slots."""
-    return Caps(total=max(1, total), **_scaled_caps(total))
+    """Per-class caps proportional to the worker's concurrency; emergency keeps reserved slots. The
+    simulation lane gets a quarter as many slots again (at least one), on top of ``total``."""
+    lane = max(1, total // 4)
+    return Caps(total=max(1, total), simulation=lane, simulation_per_tenant=lane, **_scaled_caps(total))
 
 
 def _scaled_caps(total: int) -> dict[str, Any]:

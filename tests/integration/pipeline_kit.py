@@ -204,6 +204,7 @@ class Pipeline:
             self.alive()
             jobs = await self.records("jobs", timeout=1.0)
             results = await self.records("job-results", timeout=1.0)
+            results += await self.records("simulation-results", timeout=1.0)  # simulation jobs end there
             runs = await self.records("run-events", timeout=1.0)
             job_ids = {_field(r.value, "job_id") for r in jobs}
             done = {_field(r.value, "job_id") for r in results}

@@ -21,6 +21,7 @@ from projections.fold import (
     RUNS,
     SCHEDULE_RUNS,
     SCHEDULES,
+    SIMULATIONS,
     WINDOWS,
     DocUpdate,
     Position,
@@ -465,6 +466,7 @@ def test_collections_are_known() -> None:
         AUDIT_SNAPSHOTS,
         SCHEDULES,
         SCHEDULE_RUNS,
+        SIMULATIONS,
     }
 
 

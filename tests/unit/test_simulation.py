@@ -314,7 +314,11 @@ def test_simulation_route_answers_produces_the_event_and_touches_nothing(
 ) -> None:
     url, publisher, store = simulation_api
     before = copy.deepcopy(store.state)
-    body = {"rules": {"severity_threshold": "medium"}, "selector": {"namespaces": ["prod"]}}
+    body = {
+        "rules": {"severity_threshold": "medium"},
+        "selector": {"namespaces": ["prod"]},
+        "mode": "read-model",
+    }
     headers = {"Authorization": "Bearer tok-w"}
     first = httpx.post(url + "/api/v1/policies/simulations", json=body, headers=headers)
     assert first.status_code == 202, first.text
@@ -362,6 +366,7 @@ def test_callback_gets_the_hmac_signed_simulation(
         body = {
             "rules": {"severity_threshold": "medium"},
             "callback": {"url": hook_server.url + "/hook", "secret": secret},
+            "mode": "read-model",
         }
         resp = httpx.post(
             url + "/api/v1/policies/simulations", json=body, headers={"Authorization": "Bearer tok-w"}
