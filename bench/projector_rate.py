@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import random
 import time
 import uuid
@@ -79,6 +80,7 @@ def measure(
     procs = [
         ctx.Process(target=_client, args=(url, db, w, updates, seconds, chunk, out)) for w in range(clients)
     ]
+    load_start = _loadavg()
     started = time.perf_counter()
     for p in procs:
         p.start()
@@ -105,7 +107,14 @@ def measure(
         "slowest_batch_s": round(max(latencies, default=0.0), 3),
         "documents": docs,
         "db": db,
+        # the machine's load around the run: on a shared machine the rate is only comparable with it
+        "loadavg_start": load_start,
+        "loadavg_end": _loadavg(),
     }
+
+
+def _loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def rebuild_rate(url: str, events: int = 200_000, docs: int = 20_000) -> dict[str, Any]:
@@ -128,6 +137,7 @@ def rebuild_rate(url: str, events: int = 200_000, docs: int = 20_000) -> dict[st
         for i in range(events)
     ]
     client: MongoClient[dict[str, Any]] = MongoClient(url, socketTimeoutMS=600_000)
+    load_start = _loadavg()
     try:
         started = time.perf_counter()
         memory = MemoryStore()
@@ -156,6 +166,8 @@ def rebuild_rate(url: str, events: int = 200_000, docs: int = 20_000) -> dict[st
         "raw_insert_docs_per_s": round(len(written) / raw_s),
         # the write path alone (load_memory, indexes included) against raw insert_many of the same documents
         "load_ratio_vs_raw": round(raw_s / (rebuild_s - fold_s), 2),
+        "loadavg_start": load_start,
+        "loadavg_end": _loadavg(),
     }
 
 
