@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pymongo import MongoClient, UpdateOne
+from pymongo import MongoClient, UpdateOne, monitoring
 from pymongo.database import Database
 
 from projections.fold import JOBS, Checkpoint, DocUpdate
@@ -202,3 +202,41 @@ def test_pushed_down_equality_keeps_mongodb_semantics(db: Database[dict[str, Any
     assert ids({"tenant": "a", "tag": 2}) == [7, 8]
     assert ids({"tag": "it's"}) == [10]
     assert ids({"tag": True}) == []
+
+
+class _Commands(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.names.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def test_the_update_that_created_a_document_is_not_sent(mongo_url: str) -> None:
+    """A document the store's insert created already holds its first update: only later updates, and
+    first updates whose insert was refused (the document existed), are sent as guarded updates."""
+    commands = _Commands()
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_url, event_listeners=[commands])
+    try:
+        store = MongoStore(client, f"test_{uuid.uuid4().hex[:12]}")
+        store.ensure_indexes()
+        commands.names.clear()
+        store.apply_documents([_update(f"j{i:03d}", 1) for i in range(100)])
+        assert commands.names == ["insert"]
+        commands.names.clear()
+        fresh = MongoStore(client, store.db.name)  # a restarted projector: its inserts are refused
+        fresh.apply_documents([_update("j000", 2), _update("j001", 1), _update("new", 1), _update("new", 2)])
+        assert commands.names == ["insert", "update"]
+        assert [store.get("jobs", i) for i in ("j000", "j001", "new")] == [
+            {"_id": "j000", "status": "s2", "seq": 2, "_pos": {"jobs:0": 2}},
+            {"_id": "j001", "status": "s1", "seq": 1, "_pos": {"jobs:0": 1}},
+            {"_id": "new", "status": "s2", "seq": 2, "_pos": {"jobs:0": 2}},
+        ]
+    finally:
+        client.close()
