@@ -98,6 +98,8 @@ def machine() -> dict[str, Any]:
         "pymongo": _version("pymongo"),
         "kafka": kafka_version(),
         "ferretdb": "1.24.2",
+        # ops/env.sh's default; bench/e2e.py's replay server is started by the same script
+        "ferretdb_backend": os.environ.get("FERRETDB_BACKEND", "postgresql") + " + ops/ferretdb patch",
     }
 
 

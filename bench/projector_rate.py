@@ -3,7 +3,8 @@
 Each client is a separate process shaped like a worker's projector: it owns its partitions (``jobs:<w>``,
 ``images:<w>``), and every batch is ``--updates`` guarded updates (half create new documents, half update
 documents it created earlier, spread over ``jobs`` and ``images``) plus 2 checkpoint upserts, written with
-``apply_batch`` exactly as the projector writes them. Figures: guarded updates/s over the run, batch
+``apply_batch`` exactly as the projector writes them. Figures: guarded updates/s over the run (every update
+``apply_batch`` applied; those that create their document are sent as inserts, ``creations``), batch
 latencies, batches over 1 s and 5 s, the slowest batch.
 
     python -m bench.projector_rate --clients 4 --seconds 60 [--mongo-url URL]
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import random
 import time
 import uuid
@@ -65,7 +67,8 @@ def _client(url: str, db: str, worker: int, updates: int, seconds: float, chunk:
         latencies.append(time.perf_counter() - started)
         applied += len(batch)
     client.close()
-    out.put({"worker": worker, "updates": applied, "latencies": latencies})
+    creations = len(created["jobs"]) + len(created["images"])
+    out.put({"worker": worker, "updates": applied, "creations": creations, "latencies": latencies})
 
 
 def measure(
@@ -79,6 +82,7 @@ def measure(
     procs = [
         ctx.Process(target=_client, args=(url, db, w, updates, seconds, chunk, out)) for w in range(clients)
     ]
+    load_start = _loadavg()
     started = time.perf_counter()
     for p in procs:
         p.start()
@@ -97,6 +101,8 @@ def measure(
         "updates_per_command": chunk,
         "guarded_updates": total,
         "guarded_updates_per_s": round(total / elapsed, 1),
+        # the updates that created their document: apply_batch writes them as inserts (no guard to check)
+        "creations": sum(r["creations"] for r in results),
         "batches": len(latencies),
         "batches_over_1s": sum(1 for x in latencies if x > 1.0),
         "batches_over_5s": sum(1 for x in latencies if x > 5.0),
@@ -105,7 +111,14 @@ def measure(
         "slowest_batch_s": round(max(latencies, default=0.0), 3),
         "documents": docs,
         "db": db,
+        # the machine's load around the run: on a shared machine the rate is only comparable with it
+        "loadavg_start": load_start,
+        "loadavg_end": _loadavg(),
     }
+
+
+def _loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def rebuild_rate(url: str, events: int = 200_000, docs: int = 20_000) -> dict[str, Any]:
@@ -128,6 +141,7 @@ def rebuild_rate(url: str, events: int = 200_000, docs: int = 20_000) -> dict[st
         for i in range(events)
     ]
     client: MongoClient[dict[str, Any]] = MongoClient(url, socketTimeoutMS=600_000)
+    load_start = _loadavg()
     try:
         started = time.perf_counter()
         memory = MemoryStore()
@@ -156,6 +170,8 @@ def rebuild_rate(url: str, events: int = 200_000, docs: int = 20_000) -> dict[st
         "raw_insert_docs_per_s": round(len(written) / raw_s),
         # the write path alone (load_memory, indexes included) against raw insert_many of the same documents
         "load_ratio_vs_raw": round(raw_s / (rebuild_s - fold_s), 2),
+        "loadavg_start": load_start,
+        "loadavg_end": _loadavg(),
     }
 
 

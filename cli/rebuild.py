@@ -164,6 +164,7 @@ async def rebuild(
     drop_old: bool = False,
     batch_size: int = 1000,
     progress: bool = False,
+    catch_up_seconds: float = CATCH_UP_SECONDS,
 ) -> Report:
     """Fold every projected topic from offset 0 into ``prefix`` (a new one by default) and switch to it."""
     from aiokafka import AIOKafkaConsumer
@@ -232,7 +233,7 @@ async def rebuild(
                         if all(latest[tp] <= goal[tp] for tp in parts):
                             break
                         if deadline is None:
-                            deadline = time.monotonic() + CATCH_UP_SECONDS
+                            deadline = time.monotonic() + catch_up_seconds
                         elif time.monotonic() > deadline:
                             break  # a busy topic (ticks); the live projector continues from our checkpoints
                         added = sum(latest[tp] - goal[tp] for tp in parts)

@@ -16,9 +16,10 @@ whose value is ``null`` or ``[]``. So a batch is written per collection in two s
    duplicate an id is remembered (a bounded LRU): in steady state this step sends nothing, and the hot
    path reads nothing at all (no ``$in`` existence query, which FerretDB without our patch answers with a
    full scan of the collection);
-2. ordered ``bulk_write`` chunks of every update as ``{_id, <guard>}`` without upsert (``$set``/``$max``/
-   ``$min``). The update that created a document in step 1 finds ``_pos.P == o`` and is a no-op; later ones
-   apply in offset order (chunks are sent one after the other, each ordered).
+2. ordered ``bulk_write`` chunks of every other update as ``{_id, <guard>}`` without upsert (``$set``/
+   ``$max``/``$min``). The update that created a document in step 1 is not sent (it would find
+   ``_pos.P == o`` and be a no-op); one whose insert was refused as a duplicate is. They apply in offset
+   order (chunks are sent one after the other, each ordered).
 
 That is exactly ``projections.fold.apply_update`` applied in order, with no expected write errors, and no
 half-made document is ever visible (an inserted document is already complete).
@@ -165,6 +166,8 @@ class MongoStore:
                     # Another process created it between our listing and our create (NamespaceExists).
                     if exc.code != NAMESPACE_EXISTS:
                         raise
+        # One index per command: FerretDB 1.24.2 answers a createIndexes of several indexes that exist
+        # already with a panic ("slice bounds out of range") that closes the connection.
         for name, indexes in INDEXES.items():
             for fields in indexes:
                 self.collection(name).create_index([(f, ASCENDING) for f in fields])
@@ -175,17 +178,21 @@ class MongoStore:
             by_collection.setdefault(update.collection, []).append(update)
         for name, batch in by_collection.items():
             collection = self.collection(name)
-            first: dict[str, DocUpdate] = {}
-            for update in batch:
-                first.setdefault(update.doc_id, update)
-            missing = [
-                apply_update(None, u) for doc_id, u in first.items() if not self._is_known(name, doc_id)
-            ]
+            first: dict[str, int] = {}  # doc id -> position in batch of its first update
+            for i, update in enumerate(batch):
+                first.setdefault(update.doc_id, i)
+            missing = [i for doc_id, i in first.items() if not self._is_known(name, doc_id)]
+            # The first update of a document this insert created is applied already (the document is
+            # apply_update(None, u), with _pos.P = its offset): its guarded update would be refused, so it
+            # is not sent. On the server that halves the work of a batch that creates its documents.
+            created: set[int] = set()
             for chunk in chunks(missing, MAX_INSERTS_PER_COMMAND):
-                insert_missing(collection, chunk)
+                inserted = insert_missing(collection, [apply_update(None, batch[i]) for i in chunk])
+                created.update(chunk[j] for j in inserted)
             self._remember(name, first)
+            updates_left = [u for i, u in enumerate(batch) if i not in created]
             # Ordered, and chunks in order: two updates of one document must apply in offset order.
-            for ops in chunks(batch, MAX_WRITES_PER_COMMAND):
+            for ops in chunks(updates_left, MAX_WRITES_PER_COMMAND):
                 collection.bulk_write([guarded_op(u) for u in ops], ordered=True)
 
     def _is_known(self, collection: str, doc_id: str) -> bool:
@@ -263,17 +270,7 @@ class MongoStore:
         limit: int = 100,
     ) -> Page:
         check_query(collection, where, sort, limit)
-        clauses: list[dict[str, Any]] = [{k: v} for k, v in (where or {}).items()]
-        if sort != "_id":
-            clauses.append({sort: {"$exists": True, "$ne": None}})
-        if after is not None:
-            value, last_id = after
-            if sort == "_id":
-                clauses.append({"_id": {"$gt": last_id}})
-            else:
-                clauses.append({"$or": [{sort: {"$gt": value}}, {sort: value, "_id": {"$gt": last_id}}]})
-        query = {"$and": clauses} if clauses else {}
-        order = [("_id", ASCENDING)] if sort == "_id" else [(sort, ASCENDING), ("_id", ASCENDING)]
+        query, order = find_query(where, sort, after)
         docs = list(self.collection(collection).find(query, sort=order, limit=limit + 1))
         chosen = docs[:limit]
         if len(docs) <= limit or not chosen:
@@ -300,13 +297,38 @@ class MongoStore:
         self._known.clear()
 
 
-def insert_missing(collection: Collection[Document], docs: Sequence[Document]) -> None:
-    """Insert documents that may exist already: a duplicate key leaves the existing one as it is."""
+def find_query(
+    where: Where | None, sort: str, after: After | None
+) -> tuple[dict[str, Any], list[tuple[str, int]]]:
+    """The filter and sort of one ``find`` page. The ``where`` equalities come first and in their order (the
+    API puts ``tenant`` first, as ``INDEXES`` do): our FerretDB patch pushes top-level equalities, also
+    inside a top-level ``$and``, down as conditions an index with those leading fields answers."""
+    clauses: list[dict[str, Any]] = [{k: v} for k, v in (where or {}).items()]
+    if sort != "_id":
+        clauses.append({sort: {"$exists": True, "$ne": None}})
+    if after is not None:
+        value, last_id = after
+        if sort == "_id":
+            clauses.append({"_id": {"$gt": last_id}})
+        else:
+            clauses.append({"$or": [{sort: {"$gt": value}}, {sort: value, "_id": {"$gt": last_id}}]})
+    query = {"$and": clauses} if clauses else {}
+    order = [("_id", ASCENDING)] if sort == "_id" else [(sort, ASCENDING), ("_id", ASCENDING)]
+    return query, order
+
+
+def insert_missing(collection: Collection[Document], docs: Sequence[Document]) -> list[int]:
+    """Insert documents that may exist already: a duplicate key leaves the existing one as it is. Returns
+    the positions in ``docs`` of those it inserted."""
     try:
         collection.insert_many(list(docs), ordered=False)
     except BulkWriteError as exc:
-        if any(err.get("code") != DUPLICATE_KEY for err in exc.details.get("writeErrors", [])):
+        errors = exc.details.get("writeErrors", [])
+        if any(err.get("code") != DUPLICATE_KEY for err in errors):
             raise
+        refused = {int(err["index"]) for err in errors}
+        return [i for i in range(len(docs)) if i not in refused]
+    return list(range(len(docs)))
 
 
 def checkpoint_doc(cp: Checkpoint) -> Document:

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pymongo import MongoClient, UpdateOne
+from pymongo import MongoClient, UpdateOne, monitoring
 from pymongo.database import Database
 
-from projections.fold import Checkpoint, DocUpdate
-from projections.mongo_store import MAX_WRITES_PER_COMMAND, MongoStore, guarded_op
-from projections.store import MemoryStore
+from projections.fold import JOBS, Checkpoint, DocUpdate
+from projections.mongo_store import MAX_WRITES_PER_COMMAND, MongoStore, checkpoint_doc, find_query, guarded_op
+from projections.store import CHECKPOINTS, MemoryStore
 
 pytestmark = pytest.mark.integration
 
@@ -40,8 +40,16 @@ def _update(doc_id: str, offset: int) -> DocUpdate:
     return DocUpdate("jobs", doc_id, "jobs:0", offset, set={"status": f"s{offset}"}, max={"seq": offset})
 
 
-def _plan(db: Database[dict[str, Any]], query: dict[str, Any]) -> str:
-    explained = db.command("explain", {"find": "docs", "filter": query}, verbosity="queryPlanner")
+def _plan(
+    db: Database[dict[str, Any]],
+    query: dict[str, Any],
+    collection: str = "docs",
+    sort: list[tuple[str, int]] | None = None,
+) -> str:
+    command: dict[str, Any] = {"find": collection, "filter": query}
+    if sort:
+        command["sort"] = dict(sort)
+    explained = db.command("explain", command, verbosity="queryPlanner")
     return json.dumps(explained.get("queryPlanner", explained), default=str)
 
 
@@ -127,3 +135,108 @@ def test_a_rebuild_load_equals_the_guarded_writes(db: Database[dict[str, Any]]) 
         db["live_checkpoints"].find({}, sort=[("_id", 1)])
     )
     assert sorted(db["rb_jobs"].index_information()) == sorted(db["live_jobs"].index_information())
+
+
+def _job(i: int) -> dict[str, Any]:
+    return {
+        "_id": f"j{i:06d}",
+        "tenant": f"t{i % 100:02d}",
+        "run_id": f"r{i // 40:05d}",
+        "status": ("queued", "running", "done", "failed")[i % 4],
+        "image_digest": f"sha256:{i % 5_000:064d}",
+    }
+
+
+def test_listings_use_the_start_up_indexes_as_the_collection_grows(db: Database[dict[str, Any]]) -> None:
+    """Fix 4: the queries the API and the projector run (built by the store itself, `$and` and all) are
+    index scans of the indexes `ensure_indexes` creates, at 100k documents (upstream: field equality as
+    `@>`, `$and` not pushed down, a scan of the table for every listing)."""
+    store = MongoStore(db.client, db.name)
+    store.ensure_indexes()
+    jobs, checkpoints = store.collection(JOBS), store.collection(CHECKPOINTS)
+    for start in range(0, GROWN, 10_000):
+        jobs.insert_many([_job(i) for i in range(start, start + 10_000)], ordered=False)
+        checkpoints.insert_many(
+            [checkpoint_doc(Checkpoint(f"g{i % 500}", "t", i, i)) for i in range(start, start + 10_000)]
+        )
+    wheres = [
+        {"tenant": "t07"},
+        {"tenant": "t07", "run_id": "r00107"},
+        {"tenant": "t07", "status": "done"},
+        {"tenant": "t07", "image_digest": _job(4207)["image_digest"]},
+    ]
+    for where in wheres:
+        for after in (None, ("j050000", "j050000")):
+            query, order = find_query(where, "_id", after)
+            _assert_index_scan(_plan(db, query, jobs.name, order))
+    _assert_index_scan(_plan(db, {"group": "g42"}, checkpoints.name))
+    # Pushdown only narrows: the pages are those of a scan.
+    page = store.find(JOBS, {"tenant": "t07", "run_id": "r00107"}, limit=100)
+    assert [d["_id"] for d in page.items] == [f"j{i:06d}" for i in range(4280, 4320) if i % 100 == 7]
+    assert len(store.get_checkpoints("g42")) == GROWN // 500
+
+
+def test_pushed_down_equality_keeps_mongodb_semantics(db: Database[dict[str, Any]]) -> None:
+    """`{f: v}` matches an array f holding v, compares numbers by value and types apart; the patch's
+    `=` pushdown must not lose any of those documents."""
+    db.docs.create_index([("tenant", 1), ("tag", 1)])
+    db.docs.insert_many(
+        [
+            {"_id": 1, "tenant": "a", "tag": "x"},
+            {"_id": 2, "tenant": "a", "tag": ["y", "x"]},
+            {"_id": 3, "tenant": ["b", "a"], "tag": "x"},
+            {"_id": 4, "tenant": "a", "tag": "y"},
+            {"_id": 5, "tenant": "a", "tag": []},
+            {"_id": 6, "tenant": "a", "tag": {"x": 1}},
+            {"_id": 7, "tenant": "a", "tag": 2},
+            {"_id": 8, "tenant": "a", "tag": 2.0},
+            {"_id": 10, "tenant": "a", "tag": "it's"},
+        ]
+    )
+
+    def ids(query: dict[str, Any]) -> list[int]:
+        return sorted(int(d["_id"]) for d in db.docs.find(query))
+
+    assert ids({"tenant": "a", "tag": "x"}) == [1, 2, 3]
+    assert ids({"$and": [{"tenant": "a"}, {"tag": {"$eq": "x"}}]}) == [1, 2, 3]
+    assert ids({"tenant": "a", "tag": 2}) == [7, 8]
+    assert ids({"tag": "it's"}) == [10]
+    assert ids({"tag": True}) == []
+
+
+class _Commands(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.names.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def test_the_update_that_created_a_document_is_not_sent(mongo_url: str) -> None:
+    """A document the store's insert created already holds its first update: only later updates, and
+    first updates whose insert was refused (the document existed), are sent as guarded updates."""
+    commands = _Commands()
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_url, event_listeners=[commands])
+    try:
+        store = MongoStore(client, f"test_{uuid.uuid4().hex[:12]}")
+        store.ensure_indexes()
+        commands.names.clear()
+        store.apply_documents([_update(f"j{i:03d}", 1) for i in range(100)])
+        assert commands.names == ["insert"]
+        commands.names.clear()
+        fresh = MongoStore(client, store.db.name)  # a restarted projector: its inserts are refused
+        fresh.apply_documents([_update("j000", 2), _update("j001", 1), _update("new", 1), _update("new", 2)])
+        assert commands.names == ["insert", "update"]
+        assert [store.get("jobs", i) for i in ("j000", "j001", "new")] == [
+            {"_id": "j000", "status": "s2", "seq": 2, "_pos": {"jobs:0": 2}},
+            {"_id": "j001", "status": "s1", "seq": 1, "_pos": {"jobs:0": 1}},
+            {"_id": "new", "status": "s2", "seq": 2, "_pos": {"jobs:0": 2}},
+        ]
+    finally:
+        client.close()
