@@ -34,7 +34,7 @@ from controlplane.config import ApiConfig
 from controlplane.testing import ServerThread
 from tests.integration.executor_kit import ScriptedEngine, digest, http_env, scripted_engine
 from tests.integration.executor_kit import inventory as small_inventory
-from tests.integration.kit import REPO, produce
+from tests.integration.kit import REPO, end_offsets, produce, read_all
 from tests.integration.pipeline_kit import CERN_A, Pipeline, advisories, inventories, later
 from tests.integration.test_api_e2e import public_keys, start_pipeline
 
@@ -152,11 +152,15 @@ def sse_events(
 
 
 def tenant_records(pipe: Pipeline, tenant: str) -> int:
+    """How many records of the feed's topics are the tenant's (every record up to the end offsets is read,
+    however slowly the broker hands them over)."""
     total = 0
     for logical in ("run-events", "job-results"):
-        for record in asyncio.run(pipe.records(logical, timeout=2.0)):
-            if orjson.loads(record.value).get("tenant") == tenant:
-                total += 1
+        name = f"{pipe.prefix}{logical}"
+        count = sum(asyncio.run(end_offsets(pipe.bootstrap, [name])).values())
+        records = asyncio.run(read_all(pipe.bootstrap, name, expect=count, timeout=120.0))
+        assert len(records) >= count
+        total += sum(1 for r in records if orjson.loads(r.value).get("tenant") == tenant)
     return total
 
 
