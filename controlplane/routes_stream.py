@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 import anyio
@@ -19,6 +19,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from controlplane.console.session import stream_principal
 from controlplane.deps import RuntimeDep
@@ -41,6 +42,7 @@ from schemas.messages import JobResult, RunEvent
 router = APIRouter(prefix="/api/v1")
 log = logging.getLogger("controlplane.stream")
 
+STREAMS_PER_TENANT = 20  # open streams (each a Kafka consumer) per tenant and API process
 STREAM_SECONDS = 300.0
 KEEPALIVE_SECONDS = 10.0
 POLL_MS = 500
@@ -139,7 +141,67 @@ class Feed:
             await self.consumer.stop()
 
 
-async def events(request: Request, feed: Feed, tenant: str, cursor: Cursor) -> AsyncIterator[str]:
+class OpenStreams:
+    """Streams open per tenant in this process (``app.state.open_streams``)."""
+
+    def __init__(self) -> None:
+        self.count: dict[str, int] = {}
+
+    def enter(self, tenant: str) -> None:
+        if self.count.get(tenant, 0) >= STREAMS_PER_TENANT:
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"{STREAMS_PER_TENANT} live streams are open for this tenant already",
+                {"Retry-After": "5"},
+            )
+        self.count[tenant] = self.count.get(tenant, 0) + 1
+
+    def leave(self, tenant: str) -> None:
+        self.count[tenant] = max(0, self.count.get(tenant, 0) - 1)
+
+
+def open_streams(request: Request) -> OpenStreams:
+    found = getattr(request.app.state, "open_streams", None)
+    if not isinstance(found, OpenStreams):
+        found = OpenStreams()
+        request.app.state.open_streams = found
+    return found
+
+
+class FeedResponse(StreamingResponse):
+    """Releases the feed (consumer, stream count) once, however the response ends: also when the client
+    left before the first byte and the event generator never started."""
+
+    def __init__(
+        self, content: AsyncIterator[str], release: Callable[[], Awaitable[None]], **kw: Any
+    ) -> None:
+        super().__init__(content, **kw)
+        self.release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.release()
+
+
+def releaser(streams: OpenStreams, tenant: str, feed: Feed) -> Callable[[], Awaitable[None]]:
+    done = False
+
+    async def release() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            streams.leave(tenant)
+            await feed.close()
+
+    return release
+
+
+async def events(
+    request: Request, cursor: Cursor, tenant: str, feed: Feed, release: Callable[[], Awaitable[None]]
+) -> AsyncIterator[str]:
     try:
         yield f"retry: {RECONNECT_MS}\n\n"
         yield sse_frame("ready", orjson.dumps({"tenant": tenant}).decode(), event_id(cursor))
@@ -155,7 +217,7 @@ async def events(request: Request, feed: Feed, tenant: str, cursor: Cursor) -> A
                 yield ": keepalive\n\n"
                 last_sent = time.monotonic()
     finally:
-        await feed.close()
+        await release()
 
 
 @router.get(
@@ -188,19 +250,25 @@ async def stream(
         cursor = parse_event_id(text) if text else None
     except BadEventId as exc:
         raise ApiError(422, "invalid_event_id", f"Last-Event-ID: {exc}") from None
+    streams = open_streams(request)
+    streams.enter(principal.tenant)
     feed = Feed(rt)
+    release = releaser(streams, principal.tenant, feed)
     try:
         start = await asyncio.wait_for(feed.open(cursor, since_ms), rt.config.db_timeout_seconds * 3)
     except ApiError:
-        await feed.close()
+        await release()
         raise
     except Exception as exc:
-        await feed.close()
+        await release()
         log.warning("live feed unavailable: %r", exc)
         raise ApiError(
             503, "unavailable", "Kafka is not reachable for the live feed", {"Retry-After": "2"}
         ) from None
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(
-        events(request, feed, principal.tenant, start), media_type="text/event-stream", headers=headers
+    return FeedResponse(
+        events(request, start, principal.tenant, feed, release),
+        release,
+        media_type="text/event-stream",
+        headers=headers,
     )

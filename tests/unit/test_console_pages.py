@@ -201,3 +201,18 @@ def test_the_stream_needs_a_token_or_a_session_and_refuses_foreign_ids(
     schema = client.get("/api/v1/openapi.json").json()
     assert "text/event-stream" in schema["paths"]["/api/v1/stream"]["get"]["responses"]["200"]["content"]
     assert not any(p.startswith("/console") for p in schema["paths"])
+
+
+def test_open_streams_are_capped_per_tenant(setup: tuple[TestClient, MemoryPublisher]) -> None:
+    from controlplane.routes_stream import STREAMS_PER_TENANT, OpenStreams
+
+    client, _ = setup
+    streams = OpenStreams()
+    streams.count["acme"] = STREAMS_PER_TENANT
+    client.app.state.open_streams = streams  # type: ignore[attr-defined]
+    full = client.get("/api/v1/stream", headers={"Authorization": "Bearer tok-all"})
+    assert full.status_code == 429
+    assert full.headers["Retry-After"] == "5"
+    assert streams.count["acme"] == STREAMS_PER_TENANT  # a refused stream holds no slot
+    streams.leave("acme")
+    assert streams.count["acme"] == STREAMS_PER_TENANT - 1
