@@ -14,6 +14,7 @@ same records give the same sequence of events.
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -79,14 +80,18 @@ def merged(records: Iterable[FeedRecord]) -> list[FeedRecord]:
     queues: dict[Source, list[FeedRecord]] = {}
     for record in records:
         queues.setdefault(record.source, []).append(record)
-    for queue in queues.values():
-        queue.sort(key=lambda r: r.offset, reverse=True)  # pop() from the end = lowest offset first
+    heads: list[tuple[int, Source, int]] = []
+    for source, queue in queues.items():
+        queue.sort(key=lambda r: r.offset)
+        heads.append((queue[0].timestamp, source, 0))
+    heapq.heapify(heads)
     out: list[FeedRecord] = []
-    while queues:
-        head = min(queues, key=lambda s: (queues[s][-1].timestamp, s))
-        out.append(queues[head].pop())
-        if not queues[head]:
-            del queues[head]
+    while heads:
+        _, source, i = heapq.heappop(heads)
+        queue = queues[source]
+        out.append(queue[i])
+        if i + 1 < len(queue):
+            heapq.heappush(heads, (queue[i + 1].timestamp, source, i + 1))
     return out
 
 

@@ -319,10 +319,14 @@ def test_the_console_in_a_real_browser(console: Console, browser: Any) -> None:
     # Publish an advisory: its run appears in the open page and reaches completed, without a reload.
     marker = browser.execute_script("window.__notReloaded = true; return window.__notReloaded")
     assert marker is True
+    published = time.monotonic()
     asyncio.run(pipe.publish(advisories(later(600))))
     new_run = page.wait(
         "the advisory's run to appear and complete in the open page",
         lambda: next((r for r, s in page.run_rows().items() if r not in before and s == "completed"), None),
+    )
+    print(
+        f"console: advisory published -> its run shown completed in the open page: {time.monotonic() - published:.1f} s"
     )
     assert browser.execute_script("return window.__notReloaded") is True  # same document: no reload
     assert page.all("#runs tbody tr")[0].get_attribute("data-run-id") == new_run  # newest first
@@ -379,6 +383,7 @@ def test_the_console_in_a_real_browser(console: Console, browser: Any) -> None:
         page.wait("the held run in the list", lambda: True if held_run in page.run_rows() else None, 60)
         page.go(f"/console/runs/{held_run}")
         page.click_button("Cancel run")
+        clicked = time.monotonic()
         page.wait("the cancel notice", lambda: True if page.all(".notice") else None, 30)
         assert "Cancel requested" in page.find(".notice").text
     finally:
@@ -387,6 +392,7 @@ def test_the_console_in_a_real_browser(console: Console, browser: Any) -> None:
         "the run to be cancelled in the open page",
         lambda: True if page.find('#run [data-field="state"]').text == "cancelled" else None,
     )
+    print(f"console: cancel clicked -> the open run page shows cancelled: {time.monotonic() - clicked:.1f} s")
     browser.refresh()
     states = [e.text for e in page.all('#jobs tbody [data-field="state"]')]
     assert "skipped" in states, states

@@ -17,7 +17,7 @@ from controlplane.app import ApiDeps, create_app
 from controlplane.auth import token_hash
 from controlplane.backends import MemoryPublisher, MemoryReadModels
 from controlplane.config import ApiConfig
-from projections.fold import Position, fold
+from projections.fold import SCHEDULE_RUNS, DocUpdate, Position, fold
 from projections.store import MemoryStore
 from schemas.messages import DeltaSummary, RunEvent
 
@@ -56,6 +56,14 @@ def setup(tmp_path: Path) -> Iterator[tuple[TestClient, MemoryPublisher]]:
     ]
     for offset, event in enumerate(events):
         store.apply_documents(fold(event, Position("c.run-events", 0, offset)))
+    # run-live was fired by schedule "nightly" (its occurrence document, as the schedule fold writes it)
+    occurrence = {
+        "tenant": "acme",
+        "schedule_id": "nightly",
+        "fired": True,
+        "nominal": "2026-01-05T12:10:00Z",
+    }
+    store.apply_documents([DocUpdate(SCHEDULE_RUNS, "run-live", "c.schedule-events:0", 0, set=occurrence)])
     publisher = MemoryPublisher()
     deps = ApiDeps(publisher=publisher, read_models=MemoryReadModels(store), clock=lambda: T0)
     app = create_app(Settings(topic_prefix="c."), deps, ApiConfig(tokens_path=str(path)))
@@ -116,7 +124,11 @@ def test_runs_newest_first_with_filters_and_only_the_tenants(
     assert "run-beta" not in html
     assert run_ids(client.get("/console/runs?state=completed").text) == ["run-retry", "run-old"]
     assert run_ids(client.get("/console/runs?trigger=retry").text) == ["run-retry"]
-    assert run_ids(client.get("/console/runs?trigger=event").text) == ["run-live", "run-old"]
+    assert run_ids(client.get("/console/runs?trigger=event").text) == ["run-old"]
+    assert run_ids(client.get("/console/runs?trigger=schedule").text) == ["run-live"]
+    assert run_ids(client.get("/console/runs?schedule=nightly").text) == ["run-live"]
+    assert run_ids(client.get("/console/runs?schedule=other").text) == []
+    assert "<td>schedule</td>" in html
     assert run_ids(client.get("/console/runs?since=2026-01-05T12:05&until=2026-01-05T12:15").text) == [
         "run-live"
     ]

@@ -72,7 +72,8 @@
     const state = span("state", run.state);
     state.className = "state state-" + run.state;
     tr.appendChild(cell("td", state));
-    tr.appendChild(cell("td", run.retry_of ? "retry" : "event"));
+    // A schedule's run is only known as one from the read models: the next page load names it.
+    tr.appendChild(cell("td", run.retry_of ? "retry" : "new"));
     const time = document.createElement("time");
     time.textContent = run.at;
     tr.appendChild(cell("td", time));
