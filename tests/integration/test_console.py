@@ -111,9 +111,10 @@ def console(
         pipe = start_pipeline(kafka_bootstrap, mongo_url, tmp_path_factory.mktemp("console"), env)
         try:
             asyncio.run(pipe.publish(inventories()))
-            asyncio.run(pipe.settle(min_jobs=3))
+            # generous bounds: the machine running the suite may be busy (settle waits on conditions)
+            asyncio.run(pipe.settle(timeout=300.0, min_jobs=3))
             asyncio.run(pipe.publish(advisories(later(60))))
-            asyncio.run(pipe.settle(min_jobs=4))
+            asyncio.run(pipe.settle(timeout=300.0, min_jobs=4))
             with serve(pipe) as url:
                 yield Console(pipe, engine, url)
         finally:
@@ -423,6 +424,9 @@ def test_the_console_in_a_real_browser(console: Console, browser: Any) -> None:
 
     page.wait("the dead letter", dead_letter, 120)
     page.shoot("deadletters")
+    page.click_button("Replay")
+    page.wait("the replay notice", lambda: True if page.all(".notice") else None, 30)
+    assert f"Replayed to {pipe.prefix}runtime" in page.find(".notice").text
 
     # Another tenant's token sees none of it.
     page.click_button("Sign out")

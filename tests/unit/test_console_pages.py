@@ -228,3 +228,24 @@ def test_open_streams_are_capped_per_tenant(setup: tuple[TestClient, MemoryPubli
     assert streams.count["acme"] == STREAMS_PER_TENANT  # a refused stream holds no slot
     streams.leave("acme")
     assert streams.count["acme"] == STREAMS_PER_TENANT - 1
+
+
+def test_runs_pages_follow_the_api_cursor(
+    setup: tuple[TestClient, MemoryPublisher], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from controlplane.console import pages
+
+    client, _ = setup
+    monkeypatch.setattr(pages, "PAGE", 2)
+    login(client, "tok-all")
+    first = client.get("/console/runs?state=completed&trigger=").text
+    assert run_ids(first) == ["run-retry", "run-old"]
+    assert 'rel="next"' not in first
+    first = client.get("/console/runs").text
+    assert run_ids(first) == ["run-retry", "run-live"]
+    older = re.search(r'href="(/console/runs\?[^"]+)" rel="next"', first)
+    assert older
+    second = client.get(older.group(1).replace("&amp;", "&")).text
+    assert run_ids(second) == ["run-old"]
+    assert 'rel="next"' not in second
+    assert 'data-live="off"' in second  # only the newest unfiltered page follows the feed
