@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast, get_args
 from urllib.parse import parse_qs, quote, urlencode
 
 from fastapi import APIRouter, Request
@@ -28,15 +28,15 @@ from controlplane.deps import MANAGE, READ
 from controlplane.errors import ApiError
 from controlplane.runtime import Runtime, runtime_of
 from schemas.canonical import format_time
-from schemas.messages import TERMINAL_RUN_STATES, ScheduleSpec
+from schemas.messages import TERMINAL_RUN_STATES, RunState, ScheduleSpec
 from streams.schedules import next_fires
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 PAGE = 25
-RUN_STATES = ("planning", "queued", "running", "completed", "cancelled", "error")
-TRIGGERS = ("event", "schedule", "retry")
+RUN_STATES: tuple[str, ...] = get_args(RunState)
+TRIGGERS: tuple[str, ...] = get_args(routes_read.RunTrigger)
 NEXT_FIRES = 3
 
 
@@ -207,8 +207,8 @@ async def runs_page(request: Request) -> Response:
             principal,
             rt,
             None,
-            state=filters["state"] or None,  # type: ignore[arg-type]
-            trigger=filters["trigger"] or None,  # type: ignore[arg-type]
+            state=cast(RunState | None, filters["state"] or None),
+            trigger=cast(routes_read.RunTrigger | None, filters["trigger"] or None),
             schedule_id=filters["schedule"] or None,
             since=parse_local(filters["since"], "since"),
             until=parse_local(filters["until"], "until"),
