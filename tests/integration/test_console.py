@@ -315,6 +315,13 @@ def test_the_console_in_a_real_browser(console: Console, browser: Any) -> None:
     page.wait(
         "the live feed", lambda: True if "Live updates on" in page.find("#live-status").text else None, 60
     )
+    # Keyboard: the first Tab reaches the skip link, with a visible focus ring; the filters are labelled.
+    page.find("body").send_keys(Keys.TAB)
+    focused = browser.switch_to.active_element
+    assert focused.get_attribute("class") == "skip"
+    assert browser.execute_script("return getComputedStyle(document.activeElement).outlineStyle") == "solid"
+    for field in page.all("form.filters select, form.filters input"):
+        assert page.all(f'label[for="{field.get_attribute("id")}"]'), field.get_attribute("name")
     page.shoot("runs")
 
     # Publish an advisory: its run appears in the open page and reaches completed, without a reload.
