@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast, get_args
 from urllib.parse import parse_qs, quote, urlencode
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -296,6 +297,10 @@ async def image_page(request: Request, digest: str) -> Response:
 # ---------------------------------------------------------------- schedules
 
 
+def local_time(at: datetime, zone: str) -> str:
+    return at.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M %Z")
+
+
 @router.get("/schedules")
 async def schedules_page(request: Request) -> Response:
     async def build(principal: Principal, rt: Runtime) -> dict[str, Any]:
@@ -314,7 +319,7 @@ async def schedules_page(request: Request) -> Response:
                 {
                     "doc": doc,
                     "spec": spec,
-                    "fires": [format_time(f) for f in fires],
+                    "fires": [(format_time(f), local_time(f, spec.timezone)) for f in fires],
                     "preview": preview,
                     "missed": len((preview.get("missed") or {}).get("decisions") or []),
                 }

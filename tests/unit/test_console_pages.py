@@ -19,7 +19,7 @@ from controlplane.backends import MemoryPublisher, MemoryReadModels
 from controlplane.config import ApiConfig
 from projections.fold import SCHEDULE_RUNS, DocUpdate, Position, fold
 from projections.store import MemoryStore
-from schemas.messages import DeltaSummary, RunEvent
+from schemas.messages import DeltaSummary, RunEvent, ScheduleEvent, ScheduleSpec
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 SCOPES = ["scheduler.runs.read", "scheduler.runs.write", "scheduler.runs.manage"]
@@ -249,3 +249,32 @@ def test_runs_pages_follow_the_api_cursor(
     assert run_ids(second) == ["run-old"]
     assert 'rel="next"' not in second
     assert 'data-live="off"' in second  # only the newest unfiltered page follows the feed
+
+
+def test_schedules_page_shows_next_fires_in_utc_and_local_time_and_the_preview(
+    setup: tuple[TestClient, MemoryPublisher],
+) -> None:
+    client, publisher = setup
+    store = client.app.state.runtime.read_models.memory  # type: ignore[attr-defined]
+    spec = ScheduleSpec(cron="30 2 * * *", timezone="Europe/Berlin", name="nightly sweep")
+    event = ScheduleEvent(
+        tenant="acme", schedule_id="nightly", status="active", spec=spec, at=T0, decided_until=T0
+    )
+    store.apply_documents(fold(event, Position("c.schedule-events", 0, 1)))
+    login(client, "tok-all")
+    html = client.get("/console/schedules").text
+    assert "nightly sweep" in html
+    assert "2026-01-06T01:30:00Z</time> (2026-01-06 02:30 CET)" in html  # the clock is T0 (5 January)
+    assert "0 selected" in html
+    csrf = csrf_of(html)
+    paused = client.post("/console/schedules/nightly/pause", data={"csrf": csrf})
+    assert paused.status_code == 303
+    assert "notice=" in paused.headers["location"]
+    assert [r[0] for r in publisher.records] == ["c.schedules"]
+    assert (
+        client.post("/console/schedules/nightly/explode", data={"csrf": csrf})
+        .headers["location"]
+        .startswith("/console/schedules?error=")
+    )
+    login(client, "tok-beta")
+    assert "nightly" not in client.get("/console/schedules").text
