@@ -54,7 +54,8 @@ class Console:
     url: str
 
     def api(self, token: str = ACME) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        # read timeout well above the feed's 10 s keepalive, for a busy machine
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=120)
 
 
 def eventually(what: str, probe: Callable[[], T | None], pipe: Pipeline, timeout: float = 240.0) -> T:
@@ -132,7 +133,10 @@ def sse_events(
     out: list[dict[str, Any]] = []
     frame: dict[str, Any] = {}
     extra = False
+    # The feed sends a keepalive at least every 10 s, so this bound is checked even while nothing comes.
+    deadline = time.monotonic() + 240.0
     for line in lines:
+        assert time.monotonic() < deadline, f"{len(out)} of {count} events within 240 s: {out[-3:]}"
         if line.startswith(":"):
             if until_quiet and len(out) >= count:
                 return out, extra
