@@ -73,6 +73,11 @@ def curl_line(token: str, port: int = API_PORT) -> str:
     return f'curl -H "Authorization: Bearer {token}" http://127.0.0.1:{port}/api/v1/runs'
 
 
+def console_url(port: int = API_PORT) -> str:
+    """The runs console (docs/console.md); its sign-in form takes the same token."""
+    return f"http://127.0.0.1:{port}/console/"
+
+
 def demo_env(bootstrap: str, mongo: str, app_id: str, db_name: str) -> dict[str, str]:
     return {
         **os.environ,
@@ -324,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         say(
             f"  control plane   http://127.0.0.1:{API_PORT}/api/v1/docs\n"
             f"  API token       {token}  (tenant {TENANT}, scopes {', '.join(SCOPES)}; access file {ACCESS_FILE})\n"
-            f"  try             {curl_line(token)}"
+            f"  try             {curl_line(token)}\n"
+            f"  console         {console_url()}  (sign in with the API token above)"
         )
     return 0
 

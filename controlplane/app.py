@@ -112,6 +112,9 @@ def create_app(settings: Settings, deps: ApiDeps | None = None, config: ApiConfi
     app.include_router(routes_feeds.router)
     app.include_router(routes_simulation.router)
     app.include_router(routes_schedules.router)
+    from controlplane.console.mount import install as install_console  # the console and /api/v1/stream
+
+    install_console(app)
     # Outermost last: metrics see every answer, including the body limit's 413; the edge (authenticate
     # writes, then strict JSON) reads bodies only within the limit.
     from controlplane.guards import EdgeMiddleware

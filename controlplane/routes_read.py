@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -17,12 +18,14 @@ from projections.fold import (
     IMAGES,
     JOBS,
     RUNS,
+    SCHEDULE_RUNS,
     WINDOWS,
     Document,
     image_id,
     window_view,
 )
 from projections.store import MAX_PAGE, After, Page, ProjectionStore
+from schemas.canonical import format_time
 from schemas.messages import JobStatus, RunState
 
 router = APIRouter(prefix="/api/v1")
@@ -49,22 +52,87 @@ def owned(doc: Document | None, tenant: str, what: str, ident: str) -> Document:
     return doc
 
 
+RunTrigger = Literal["schedule", "retry", "event"]
+SCHEDULE_RUN_IDS = 5000  # a schedule filter looks at this many of the tenant's (newest) schedule runs at most
+
+
+def _schedule_run_ids(store: ProjectionStore, tenant: str, schedule_id: str | None) -> list[str]:
+    """Run ids of the tenant's fired schedule occurrences (of one schedule, or all), newest first, bounded."""
+    where: dict[str, Any] = {"tenant": tenant, "fired": True}
+    if schedule_id is not None:
+        where["schedule_id"] = schedule_id
+    ids: list[str] = []
+    after: After | None = None
+    while len(ids) < SCHEDULE_RUN_IDS:
+        page = store.find(SCHEDULE_RUNS, where, sort="nominal", after=after, limit=MAX_PAGE, descending=True)
+        ids += [str(d["_id"]) for d in page.items]
+        if page.next_after is None:
+            break
+        after = page.next_after
+    return ids[:SCHEDULE_RUN_IDS]
+
+
+def run_filter(
+    store: ProjectionStore,
+    tenant: str,
+    state: str | None,
+    trigger: RunTrigger | None,
+    schedule_id: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> dict[str, Any]:
+    """The runs query for these filters (the one definition; the console's runs page uses it too).
+
+    A run's trigger: ``schedule`` when a schedule fired it (its occurrence is in ``schedule_runs``), ``retry``
+    when it retries another run, else ``event`` (an intel, inventory, runtime, policy or recheck delta)."""
+    where: dict[str, Any] = {"tenant": tenant}
+    if state is not None:
+        where["state"] = state
+    created: dict[str, str] = {}
+    if since is not None:
+        created["$gte"] = format_time(since)
+    if until is not None:
+        created["$lt"] = format_time(until)
+    if created:
+        where["created_at"] = created
+    if schedule_id is not None or trigger in ("schedule", "event"):
+        ids = _schedule_run_ids(store, tenant, schedule_id)
+        where["_id"] = {"$nin": ids} if trigger == "event" and schedule_id is None else {"$in": ids}
+    if trigger == "retry":
+        where["retry_of"] = {"$ne": None}
+    elif trigger in ("event", "schedule"):
+        where["retry_of"] = None
+    return where
+
+
 @router.get("/runs")
 async def list_runs(
     principal: Reader,
     rt: RuntimeDep,
     _: None = Consistent,
     state: RunStateParam | None = None,
+    trigger: Annotated[RunTrigger | None, Query(description="schedule | retry | event")] = None,
+    schedule_id: Annotated[str | None, Query(max_length=200, description="runs this schedule fired")] = None,
+    since: Annotated[datetime | None, Query(description="created at or after (ISO 8601)")] = None,
+    until: Annotated[datetime | None, Query(description="created before (ISO 8601)")] = None,
+    order: Annotated[Literal["asc", "desc"], Query(description="by (created_at, id)")] = "asc",
     limit: Limit = 100,
     cursor: CursorParam = None,
 ) -> dict[str, Any]:
-    """Runs ordered by (created_at, id), oldest first."""
-    where: dict[str, Any] = {"tenant": principal.tenant}
-    if state is not None:
-        where["state"] = state
-    after = decode_cursor("runs", cursor)
-    page = await rt.db(lambda s: s.find(RUNS, where, sort="created_at", after=after, limit=limit))
-    return listing("runs", page, [public(d) for d in page.items])
+    """Runs ordered by (created_at, id), oldest first (``order=desc``: newest first)."""
+    tenant = principal.tenant
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and value.tzinfo is None:
+            raise ApiError(422, "validation_error", f"{name}: give a time zone (e.g. Z)")
+    kind = "runs" if order == "asc" else "runs:desc"
+    after = decode_cursor(kind, cursor)
+
+    def query(s: ProjectionStore) -> Page:
+        where = run_filter(s, tenant, state, trigger, schedule_id, since, until)
+        return s.find(RUNS, where, sort="created_at", after=after, limit=limit, descending=order == "desc")
+
+    page = await rt.db(query)
+    return listing(kind, page, [public(d) for d in page.items])
 
 
 async def owned_run(rt: RuntimeDep, tenant: str, run_id: str) -> Document:

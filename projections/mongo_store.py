@@ -44,7 +44,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
-from pymongo import ASCENDING, MongoClient, UpdateOne
+from pymongo import ASCENDING, DESCENDING, MongoClient, UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, CollectionInvalid, OperationFailure
 
@@ -107,7 +107,8 @@ INDEXES: dict[str, list[list[str]]] = {
     # serve operators' ad-hoc queries by reason, source topic and time; no code path runs them.
     DEADLETTERS: [["reason", "_id"], ["source_topic", "_id"], ["at", "_id"]],
     SCHEDULES: [["tenant", "_id"]],
-    SCHEDULE_RUNS: [["tenant", "schedule_id", "nominal"]],
+    # GET /schedules/{id}/runs; GET /runs?trigger=&schedule_id= (fired occurrences, newest first)
+    SCHEDULE_RUNS: [["tenant", "schedule_id", "nominal"], ["tenant", "fired", "nominal", "_id"]],
     SIMULATIONS: [["tenant", "_id"]],  # GET /policies/simulations, by _id pages
     # the projector's get_checkpoints(group) on assignment
     CHECKPOINTS: [["group", "_id"]],
@@ -268,9 +269,10 @@ class MongoStore:
         sort: str = "_id",
         after: After | None = None,
         limit: int = 100,
+        descending: bool = False,
     ) -> Page:
         check_query(collection, where, sort, limit)
-        query, order = find_query(where, sort, after)
+        query, order = find_query(where, sort, after, descending)
         docs = list(self.collection(collection).find(query, sort=order, limit=limit + 1))
         chosen = docs[:limit]
         if len(docs) <= limit or not chosen:
@@ -298,7 +300,7 @@ class MongoStore:
 
 
 def find_query(
-    where: Where | None, sort: str, after: After | None
+    where: Where | None, sort: str, after: After | None, descending: bool = False
 ) -> tuple[dict[str, Any], list[tuple[str, int]]]:
     """The filter and sort of one ``find`` page. The ``where`` equalities come first and in their order (the
     API puts ``tenant`` first, as ``INDEXES`` do): our FerretDB patch pushes top-level equalities, also
@@ -306,14 +308,16 @@ def find_query(
     clauses: list[dict[str, Any]] = [{k: v} for k, v in (where or {}).items()]
     if sort != "_id":
         clauses.append({sort: {"$exists": True, "$ne": None}})
+    beyond = "$lt" if descending else "$gt"
     if after is not None:
         value, last_id = after
         if sort == "_id":
-            clauses.append({"_id": {"$gt": last_id}})
+            clauses.append({"_id": {beyond: last_id}})
         else:
-            clauses.append({"$or": [{sort: {"$gt": value}}, {sort: value, "_id": {"$gt": last_id}}]})
+            clauses.append({"$or": [{sort: {beyond: value}}, {sort: value, "_id": {beyond: last_id}}]})
     query = {"$and": clauses} if clauses else {}
-    order = [("_id", ASCENDING)] if sort == "_id" else [(sort, ASCENDING), ("_id", ASCENDING)]
+    way = DESCENDING if descending else ASCENDING
+    order = [("_id", way)] if sort == "_id" else [(sort, way), ("_id", way)]
     return query, order
 
 

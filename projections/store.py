@@ -5,8 +5,9 @@ documents ahead of the checkpoint; redelivery from the checkpoint is then reject
 position guard (see ``projections.fold``), so the documents end up exactly as if there had been no crash.
 Checkpoints only move forward (``max``), so a zombie projector cannot rewind one.
 
-Queries are deliberately small: equality / ``$in`` on fields, sorted by ``(field, _id)`` ascending, paged by
-keyset (the last ``(value, _id)`` seen). Keyset paging stays stable while documents change under it. A
+Queries are deliberately small: equality, ``$in`` / ``$nin``, ``$ne`` and the ranges ``$gte`` / ``$lt`` on
+fields, sorted by ``(field, _id)`` ascending (or both descending: newest first), paged by keyset (the last
+``(value, _id)`` seen). Keyset paging stays stable while documents change under it. A
 document without the sort field is not returned when sorting by that field (MongoDB and memory disagree on
 where missing values sort, and a page must be identical in both).
 """
@@ -70,6 +71,7 @@ class ProjectionStore(Protocol):
         sort: str = "_id",
         after: After | None = None,
         limit: int = 100,
+        descending: bool = False,
     ) -> Page: ...
 
     def dump(self, collection: str) -> list[Document]:
@@ -90,15 +92,32 @@ def check_query(collection: str, where: Where | None, sort: str, limit: int) -> 
     for key, cond in (where or {}).items():
         if key.startswith("$"):
             raise ValueError(f"operator {key!r} is not allowed at the top of a filter")
-        if isinstance(cond, Mapping) and set(cond) - {"$in"}:
-            raise ValueError(f"only equality and $in are supported (field {key!r})")
+        if isinstance(cond, Mapping) and (not cond or set(cond) - OPERATORS):
+            raise ValueError(f"only equality, {', '.join(sorted(OPERATORS))} are supported (field {key!r})")
+
+
+OPERATORS = frozenset({"$in", "$nin", "$ne", "$gte", "$lt"})
+
+
+def _holds(value: Any, op: str, operand: Any) -> bool:
+    """One operator as MongoDB applies it to a scalar field (a missing field is None; ranges never match
+    None or a value of another type)."""
+    if op == "$in":
+        return value in list(operand)
+    if op == "$nin":
+        return value not in list(operand)
+    if op == "$ne":
+        return bool(value != operand)
+    if value is None or type(value) is not type(operand):
+        return False
+    return bool(value >= operand) if op == "$gte" else bool(value < operand)
 
 
 def matches(doc: Mapping[str, Any], where: Where | None) -> bool:
     for key, cond in (where or {}).items():
         value = get_path(doc, key)
         if isinstance(cond, Mapping):
-            if value not in list(cond["$in"]):
+            if not all(_holds(value, op, operand) for op, operand in cond.items()):
                 return False
         elif value != cond:
             return False
@@ -110,14 +129,21 @@ def _sort_value(doc: Mapping[str, Any], sort: str) -> Any:
 
 
 def page_of(
-    docs: Iterable[Document], where: Where | None, sort: str, after: After | None, limit: int
+    docs: Iterable[Document],
+    where: Where | None,
+    sort: str,
+    after: After | None,
+    limit: int,
+    descending: bool = False,
 ) -> Page:
-    """The in-memory query: filter, drop docs lacking the sort field, order by (field, _id), keyset page."""
+    """The in-memory query: filter, drop docs lacking the sort field, order by (field, _id) (both reversed
+    when ``descending``), keyset page."""
     rows = [(_sort_value(d, sort), d["_id"], d) for d in docs if matches(d, where)]
     rows = [r for r in rows if r[0] is not None]
-    rows.sort(key=lambda r: (r[0], r[1]))
+    rows.sort(key=lambda r: (r[0], r[1]), reverse=descending)
     if after is not None:
-        rows = [r for r in rows if (r[0], r[1]) > (after[0], after[1])]
+        mark = (after[0], after[1])
+        rows = [r for r in rows if ((r[0], r[1]) < mark if descending else (r[0], r[1]) > mark)]
     chosen = rows[:limit]
     more = len(rows) > limit
     items = [copy.deepcopy(r[2]) for r in chosen]
@@ -171,9 +197,10 @@ class MemoryStore:
         sort: str = "_id",
         after: After | None = None,
         limit: int = 100,
+        descending: bool = False,
     ) -> Page:
         check_query(collection, where, sort, limit)
-        return page_of(self.state.get(collection, {}).values(), where, sort, after, limit)
+        return page_of(self.state.get(collection, {}).values(), where, sort, after, limit, descending)
 
     def dump(self, collection: str) -> list[Document]:
         docs = self.state.get(collection, {})

@@ -280,21 +280,32 @@ class ProjectionStoreContract:
         for batch in batches(log, 50):
             projector.process(batch)
         expected_state = reference(log)
-        cases: list[tuple[str, dict[str, Any] | None, str]] = [
-            (JOBS, {"tenant": "tenant-1"}, "_id"),
-            (JOBS, {"tenant": "tenant-0"}, "window_start"),
-            (JOBS, {"status": {"$in": ["completed", "failed"]}}, "priority"),
-            (WINDOWS, None, "window_start"),
-            ("runs", {"tenant": "tenant-0", "state": "completed"}, "updated_at"),
+        middle = sorted(d["window_start"] for d in expected_state[JOBS].values())[
+            len(expected_state[JOBS]) // 2
         ]
-        for collection, where, sort in cases:
-            expected = page_of(expected_state[collection].values(), where, sort, None, 1000).items
+        cases: list[tuple[str, dict[str, Any] | None, str, bool]] = [
+            (JOBS, {"tenant": "tenant-1"}, "_id", False),
+            (JOBS, {"tenant": "tenant-0"}, "window_start", False),
+            (JOBS, {"status": {"$in": ["completed", "failed"]}}, "priority", False),
+            (WINDOWS, None, "window_start", False),
+            ("runs", {"tenant": "tenant-0", "state": "completed"}, "updated_at", False),
+            # newest first, and the operators the runs console filters with (issue 19)
+            (JOBS, {"tenant": "tenant-0"}, "window_start", True),
+            (JOBS, {"tenant": "tenant-1"}, "_id", True),
+            (JOBS, {"window_start": {"$gte": middle}, "status": {"$nin": ["queued"]}}, "window_start", True),
+            (JOBS, {"window_start": {"$lt": middle}, "status": {"$ne": "queued"}}, "_id", False),
+            ("runs", {"tenant": "tenant-0", "retry_of": None}, "created_at", True),
+        ]
+        for collection, where, sort, descending in cases:
+            expected = page_of(expected_state[collection].values(), where, sort, None, 1000, descending).items
             assert expected, (collection, where, sort)
             for size in (1, 4, 1000):
                 seen: list[dict[str, Any]] = []
                 after = None
                 while True:
-                    page = store.find(collection, where, sort=sort, after=after, limit=size)
+                    page = store.find(
+                        collection, where, sort=sort, after=after, limit=size, descending=descending
+                    )
                     seen += page.items
                     if page.next_after is None:
                         break

@@ -1,5 +1,6 @@
 """The demo's API access file: the token `make run` prints is accepted by the API, for the demo tenant,
-with every scope (read, write, manage), and the `curl` line it prints names that token."""
+with every scope (read, write, manage), the `curl` line it prints names that token, and the console URL it
+prints signs in with it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import httpx
 import pytest
 
 from agents.settings import Settings
-from cli.demo import TENANT, curl_line, demo_env, write_demo_access
+from cli.demo import TENANT, console_url, curl_line, demo_env, write_demo_access
 from controlplane.app import ApiDeps, create_app
 from controlplane.backends import MemoryPublisher, MemoryReadModels
 from controlplane.config import SCOPES, ApiConfig, load_access
@@ -67,3 +68,17 @@ def test_the_printed_curl_line_uses_the_token_and_the_api_reads_the_demo_access_
     assert line == 'curl -H "Authorization: Bearer tok-123" http://127.0.0.1:8080/api/v1/runs'
     env = demo_env("127.0.0.1:9092", "mongodb://127.0.0.1:27017/", "stella-demo-1", "stella_demo_1")
     assert env["STELLA_API_TOKENS"].endswith("demo-api-tokens.json")
+
+
+def test_the_printed_console_url_signs_in_with_the_demo_token(
+    demo_api: tuple[str, str, MemoryPublisher],
+) -> None:
+    url, token, _ = demo_api
+    assert console_url(8080) == "http://127.0.0.1:8080/console/"
+    with httpx.Client(base_url=url, follow_redirects=True) as browser:
+        start = browser.get("/console/")
+        assert start.url.path == "/console/login"
+        signed_in = browser.post("/console/login", data={"token": token, "next": "/console/runs"})
+        assert signed_in.status_code == 200, signed_in.text
+        assert signed_in.url.path == "/console/runs"
+        assert f'<strong id="tenant">{TENANT}</strong>' in signed_in.text
