@@ -24,6 +24,7 @@ from cli.output import (
     CliError,
     UsageError,
     mongo_client,
+    parse_args,
     print_json,
     print_table,
     progress_enabled,
@@ -409,10 +410,9 @@ def prove(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    try:
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    except SystemExit as exc:
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+    args = parse_args(parser, argv)
+    if isinstance(args, int):
+        return args
     try:
         return {"verify": verify, "export": export, "prove": prove}[args.action](args)
     except CliError as exc:

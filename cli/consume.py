@@ -15,6 +15,7 @@ from cli.output import (
     CliError,
     UsageError,
     mongo_client,
+    parse_args,
     print_json,
 )
 
@@ -156,13 +157,10 @@ def _documents(store: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from cli.output import EXIT_USAGE
-
     parser = build_parser()
-    try:
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    except SystemExit as exc:
-        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    args = parse_args(parser, argv)
+    if isinstance(args, int):
+        return args
     try:
         return _tail(args) if args.command == "tail" else _query(args)
     except CliError as exc:

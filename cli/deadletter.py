@@ -8,7 +8,16 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from cli.output import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, CliError, eprint, print_json, print_table
+from cli.output import (
+    EXIT_OK,
+    EXIT_REJECTED,
+    EXIT_USAGE,
+    CliError,
+    eprint,
+    parse_args,
+    print_json,
+    print_table,
+)
 
 EPILOG = """\
 A dead letter is named by its position on the deadletter topic, PARTITION:OFFSET (the first column of
@@ -159,10 +168,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    try:
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    except SystemExit as exc:
-        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    args = parse_args(parser, argv)
+    if isinstance(args, int):
+        return args
     try:
         return run(args)
     except CliError as exc:

@@ -14,10 +14,10 @@ from typing import Any
 
 from cli.output import (
     EXIT_OK,
-    EXIT_USAGE,
     CliError,
     UsageError,
     mongo_client,
+    parse_args,
     print_json,
 )
 
@@ -151,10 +151,9 @@ def _explain(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    try:
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    except SystemExit as exc:
-        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    args = parse_args(parser, argv)
+    if isinstance(args, int):
+        return args
     try:
         return _explain(args)
     except CliError as exc:

@@ -6,6 +6,7 @@ Results go to stdout; progress bars, warnings and errors go to stderr, so ``--js
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -73,6 +74,15 @@ def mongo_client(url: str) -> Iterator[Any]:
         yield client
     finally:
         client.close()
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace | int:
+    """The parsed arguments, or the exit code argparse chose (``--help`` 0, a usage error 2) so a
+    command's ``main`` returns it instead of raising ``SystemExit`` through ``cli.main``."""
+    try:
+        return parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
 
 
 def print_json(value: Any, file: TextIO | None = None) -> None:

@@ -17,10 +17,10 @@ from typing import Any
 
 from cli.output import (
     EXIT_OK,
-    EXIT_USAGE,
     CliError,
     UsageError,
     mongo_client,
+    parse_args,
     print_json,
 )
 
@@ -299,10 +299,9 @@ def print_text(out: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    try:
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    except SystemExit as exc:
-        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    args = parse_args(parser, argv)
+    if isinstance(args, int):
+        return args
     try:
         from agents.settings import Settings
         from projections.mongo_store import MongoStore

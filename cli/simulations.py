@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from cli.output import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, CliError, mongo_client, print_json
+from cli.output import EXIT_OK, EXIT_REJECTED, CliError, mongo_client, parse_args, print_json
 
 EPILOG = """\
 examples:
@@ -154,10 +154,9 @@ def print_text(action: str, out: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    try:
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    except SystemExit as exc:
-        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    args = parse_args(parser, argv)
+    if isinstance(args, int):
+        return args
     try:
         from agents.settings import Settings
         from projections.mongo_store import MongoStore
