@@ -162,9 +162,9 @@ class Pipeline:
 
     def add_worker(self, extra_env: dict[str, str] | None = None) -> Worker:
         n = len(self.workers)
-        worker = Worker(
-            ["-m", "agents.worker"], {**self.env(), **(extra_env or {})}, self.home / f"worker{n}.log"
-        )
+        # Its own data directory (STELLA_WORKER_NAME): a restart of this Worker finds its local tables.
+        env = {**self.env(), "STELLA_WORKER_NAME": f"worker{n}", **(extra_env or {})}
+        worker = Worker(["-m", "agents.worker"], env, self.home / f"worker{n}.log")
         self.workers.append(worker.start())
         return worker
 
