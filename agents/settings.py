@@ -151,6 +151,9 @@ class Settings:
     def faust_config(self) -> dict[str, Any]:
         """Keyword arguments for faust.App. Timeouts are short so a killed worker's partitions move
         within seconds, which the crash and scale-out tests rely on."""
+        from agents.rocksdb_store import register  # imports faust: not at the top of this module
+
+        register()  # rocksdb:// = faust's store without a reopen of every database per rebalance
         datadir = self.worker_datadir()
         datadir.mkdir(parents=True, exist_ok=True)  # faust expects it to exist
         return {
