@@ -202,9 +202,9 @@ class Pipeline:
         stable_since = time.monotonic()
         while time.monotonic() < deadline:
             self.alive()
-            jobs = await self.records("jobs", timeout=1.0)
-            results = await self.records("job-results", timeout=1.0)
-            runs = await self.records("run-events", timeout=1.0)
+            jobs = await self.records("jobs", timeout=30.0)
+            results = await self.records("job-results", timeout=30.0)
+            runs = await self.records("run-events", timeout=30.0)
             job_ids = {_field(r.value, "job_id") for r in jobs}
             done = {_field(r.value, "job_id") for r in results}
             now = (len(jobs), len(results), len(runs))
