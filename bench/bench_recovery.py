@@ -229,6 +229,8 @@ def measure(
         "keys": child_report["keys"],
         "restore_seconds": None if restore is None else round(restore, 3),
         "process_start_to_ready_seconds": round(child_report["ready"] - spawned, 3),
+        # without the interpreter's start and faust's imports: group join, recovery, first assignment
+        "worker_start_to_ready_seconds": round(child_report["ready"] - child_report["started"], 3),
         "peak_rss_mb": child_report.get("peak_rss_mb"),
     }
 
