@@ -247,8 +247,8 @@ def render(notes: list[str]) -> str:
         ]
     rec = _load("recovery")
     if rec:
-        n = f"{rec['records']:,}"
         for case in rec["cases"]:
+            n = f"{case.get('records', rec['records']):,}"
             restore = (
                 "no changelog to read"
                 if case["restore_seconds"] is None
