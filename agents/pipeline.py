@@ -99,7 +99,13 @@ class Pipeline:
             raise ValueError(
                 f"table {name!r} is not in agents.topology.TABLES (its changelog is pre-created)"
             )
-        table = self.app.Table(name, key_type=str, value_type=bytes, partitions=self.settings.partitions)
+        table = self.app.Table(
+            name,
+            key_type=str,
+            value_type=bytes,
+            partitions=self.settings.partitions,
+            options=self.settings.table_options(),
+        )
         self.tables[name] = table
         return table
 

@@ -54,8 +54,15 @@ class Settings:
     topic_prefix: str = ""
     app_id: str = "stella-sched"
     partitions: int = 6
-    store: str = "memory://"
+    # Durable local tables: a restarted worker reads only its changelogs' tail (agents/local_state.py).
+    store: str = "rocksdb://"
     data_dir: str = "run/worker"
+    # Names this worker's own directory under data_dir (RocksDB files cannot be shared between
+    # processes); empty: "port<web_port>", so workers started with different --web-port differ.
+    worker_name: str = ""
+    # Standby replicas keep a copy of other workers' table partitions warm (a moved partition is then
+    # read from its standby's offset, not from 0). Off until the chaos test proves them safe (issue 17).
+    standby_replicas: int = 0
     window_seconds: int = 30
     grace_seconds: int = 5
     idle_flush_seconds: int = 10
@@ -91,6 +98,8 @@ class Settings:
             "partitions": _int("STELLA_PARTITIONS", cls.partitions),
             "store": _env("STELLA_STORE", cls.store),
             "data_dir": _env("STELLA_DATA_DIR", cls.data_dir),
+            "worker_name": _env("STELLA_WORKER_NAME", cls.worker_name),
+            "standby_replicas": _int("STELLA_STANDBY_REPLICAS", cls.standby_replicas),
             "window_seconds": _int("STELLA_WINDOW_SECONDS", cls.window_seconds),
             "grace_seconds": _int("STELLA_GRACE_SECONDS", cls.grace_seconds),
             "idle_flush_seconds": _int("STELLA_IDLE_FLUSH_SECONDS", cls.idle_flush_seconds),
@@ -117,10 +126,35 @@ class Settings:
         """Real topic name for a logical one ('jobs' → 'demo.jobs' with prefix 'demo.')."""
         return f"{self.topic_prefix}{logical}"
 
+    def worker_datadir(self) -> Path:
+        """This worker's own faust data directory (its local tables live under it)."""
+        name = self.worker_name or f"port{self.web_port}"
+        if not name.replace("-", "").replace("_", "").replace(".", "").isalnum() or name.startswith("."):
+            raise SystemExit(f"configuration error: STELLA_WORKER_NAME={name!r} (letters, digits, - _ .)")
+        return Path(self.data_dir) / self.app_id / name
+
+    def table_options(self) -> dict[str, Any] | None:
+        """Store options per table. faust's RocksDB defaults are sized for one big table (a 2 GiB block
+        cache and 3 x 64 MiB memtables per database, 90 % of the file descriptor limit each); a worker
+        opens one database per table and partition (15 x 6 here), so each gets a small share. A fresh
+        dict per table: faust's store pops keys out of the one it is given."""
+        if not self.store.startswith("rocksdb"):
+            return None
+        return {
+            "write_buffer_size": 8 << 20,
+            "max_write_buffer_number": 2,
+            "target_file_size_base": 16 << 20,
+            "block_cache_size": 16 << 20,
+            "max_open_files": 64,
+        }
+
     def faust_config(self) -> dict[str, Any]:
         """Keyword arguments for faust.App. Timeouts are short so a killed worker's partitions move
         within seconds, which the crash and scale-out tests rely on."""
-        datadir = Path(self.data_dir) / self.app_id
+        from agents.rocksdb_store import register  # imports faust: not at the top of this module
+
+        register()  # rocksdb:// = faust's store without a reopen of every database per rebalance
+        datadir = self.worker_datadir()
         datadir.mkdir(parents=True, exist_ok=True)  # faust expects it to exist
         return {
             "broker": f"kafka://{self.kafka_bootstrap}",
@@ -139,11 +173,11 @@ class Settings:
             "producer_acks": -1,
             "producer_max_request_size": self.max_message_bytes * 2,
             "table_cleanup_interval": 30.0,
-            # No standby replicas. They were turned off as the suspected cause of lost impacts after a
-            # rebalance; the cause was elsewhere (uncommitted partitions not rewound: agents/rewind.py). With
-            # the in-memory store a standby saves nothing on restart anyway, and turning them back on waits
-            # for the chaos test (tests/integration/test_chaos.py) to show them safe.
-            "table_standby_replicas": 0,
+            # Standby replicas were turned off as the suspected cause of lost impacts after a rebalance; the
+            # cause was elsewhere (uncommitted partitions not rewound: agents/rewind.py). They stay off by
+            # default until the chaos test (tests/integration/test_chaos.py) has shown them safe with the
+            # rocksdb store: docs/partitioning.md.
+            "table_standby_replicas": self.standby_replicas,
             "stream_wait_empty": False,
             "web_enabled": self.web_port > 0,
             "web_port": max(self.web_port, 1),

@@ -29,6 +29,7 @@ from agents import (
 )
 from agents.executors import Executor, HttpExecutor, ReferenceExecutor
 from agents.knowledge import KnowledgeView
+from agents.local_state import LocalState
 from agents.pipeline import Pipeline
 from agents.projector import ProjectorService
 from agents.settings import Settings
@@ -150,7 +151,16 @@ def _health_pages(pipe: Pipeline, projector: ProjectorService) -> None:
 class JsonLogWorker(faust.Worker):
     """faust's worker with the project's structured JSON logs (telemetry.logs) instead of its console
     format: one line per record, tenant / run / job / topic / partition / offset as fields, secrets
-    redacted."""
+    redacted. With ``local_state``, the data directory is marked clean once faust has stopped without a
+    crash (agents/local_state.py)."""
+
+    local_state: LocalState | None = None
+
+    def stop_and_shutdown(self) -> None:
+        super().stop_and_shutdown()  # re-raises the worker's crash reason, if any: the mark stays then
+        crashed = getattr(self.app, "crash_reason", None) is not None  # the app's own crash
+        if self.local_state is not None and not crashed:
+            self.local_state.release_clean()
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         from telemetry.logs import configure_logging, is_stella_handler
@@ -181,12 +191,15 @@ def main(argv: list[str] | None = None) -> int:
         overrides["web_port"] = args.web_port
     settings = Settings.from_env(**overrides)
     pipe = build(settings)
+    local = LocalState(Path(pipe.app.conf.datadir), Path(pipe.app.conf.tabledir))
+    local.claim()
     if os.environ.get("STELLA_TRACE_RECORDS") in ("1", "2"):
         logging.getLogger("stella.handled").setLevel(logging.DEBUG)  # agents.pipeline.trace
         logging.getLogger("stella.rewind").setLevel(logging.DEBUG)  # committed offsets at every seek
     if os.environ.get("STELLA_TRACE_RECORDS") == "2":  # and every fetch and delivery (diagnostics)
         logging.getLogger("stella.fetchtrace").setLevel(logging.DEBUG)
     worker = JsonLogWorker(pipe.app, loglevel=(args.loglevel or settings.log_level).lower())
+    worker.local_state = local
     observe.worker_up(True)
     worker.execute_from_commandline()
     return 0

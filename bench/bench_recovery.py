@@ -1,19 +1,22 @@
-"""Faust table recovery from its changelog: ``python -m bench.bench_recovery [--records 1000000]``.
+"""Recovery and rebalance costs: ``python -m bench.bench_recovery [--records 1000000]`` (``make bench``: section 7).
 
-What a restarted or rebalanced worker pays before it processes anything: faust reads the table's changelog
-topic from the beginning (memory store) or from the store's persisted offset (rocksdb store, fresh here, so
-also from the beginning) into the store. The benchmark:
+What a restarted, rebalanced or replaced worker pays before it processes again (issue 17's figures):
 
-1. creates a changelog topic ``<app>-bench-changelog`` (the name faust derives for table ``bench`` of app
-   ``<app>``) with ``--partitions`` partitions and fills it with ``--records`` records over ``--keys``
-   distinct keys (values of ``--value-bytes`` bytes, raw serializers: the framing cost of the project's
-   tables is the same bytes), produced directly with aiokafka;
-2. for each store (``memory://``, ``rocksdb://``: faust uses rocksdict when python-rocksdb is absent), starts
-   a fresh worker process (``--child`` mode of this module) with an empty data directory, which waits until
-   recovery is complete and reports the table size;
-3. reports, per store, the recovery time taken from the worker's own log (``Restoring state from changelog
-   topics...`` → ``Done reading from changelog topics``), the time from process start until the table was
-   usable, records/s and the child's peak RSS, as one JSON object on stdout.
+* **restart / moved partition**: a changelog topic ``<app>-bench-changelog`` (the name faust derives for
+  table ``bench`` of app ``<app>``) gets ``--records`` records over ``--keys`` keys, all in **one**
+  partition (one hot partition is the worst case of a move; the others stay empty), produced with aiokafka.
+  Then a worker process (``--child``, the project's table options) recovers it:
+  ``memory://`` (what every restart and every moved partition cost before the rocksdb default), ``rocksdb://``
+  with an empty data directory (local state deleted, or a partition moved to a worker that never held it:
+  standby replicas are off), and ``rocksdb://`` again on the data directory the previous run left (local state
+  intact: only the changelog tail past the persisted offset is read). Figures: process start → table
+  recovered (the worker's agents run from then on), faust's own restore time from its log
+  (``Restoring state from changelog topics...`` → ``Done reading from changelog topics``), peak RSS.
+* **failover**: two worker processes share a 6-partition source topic (and a co-partitioned rocksdb table)
+  while a record per partition is produced every 100 ms; one is SIGKILLed (then, in a second round, the
+  survivor's new partner is stopped with SIGTERM) and the time until the survivor handles records of
+  every partition the victim held is measured. A SIGKILLed member is only dropped by the group coordinator
+  after the session timeout (``Settings.faust_config``: 10 s).
 
 Needs the broker of ``make up`` (KAFKA_BOOTSTRAP). Topics are deleted afterwards.
 """
@@ -26,6 +29,7 @@ import json
 import os
 import re
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -47,6 +51,9 @@ RESTORE_DONE = "Done reading from changelog topics"
 def child(app_id: str, store: str, datadir: str, bootstrap: str, partitions: int, expect: int) -> None:
     import faust
 
+    from agents.rocksdb_store import register
+
+    register()  # the worker's rocksdb:// store
     started = time.time()
     app = faust.App(
         app_id,
@@ -62,11 +69,14 @@ def child(app_id: str, store: str, datadir: str, bootstrap: str, partitions: int
         key_serializer="raw",  # the table's changelog holds the raw bytes produced by fill()
         value_serializer="raw",
     )
+    from agents.settings import Settings
+
     table = app.Table(
         TABLE,
         key_type=bytes,
         value_type=bytes,
         partitions=partitions,
+        options=Settings(store=store).table_options(),  # the worker's own RocksDB sizing
     )
     # The table needs an agent on a co-partitioned source topic to be assigned its partitions.
     source = app.topic(
@@ -78,15 +88,52 @@ def child(app_id: str, store: str, datadir: str, bootstrap: str, partitions: int
         async for _ in stream:
             pass
 
+    reported = False
+
     @app.timer(interval=0.2)
     async def check() -> None:
-        if not app.tables.recovery.completed.is_set():
+        nonlocal reported
+        if reported or not app.tables.recovery.completed.is_set():
             return
+        reported = True
         size = sum(1 for _ in table)
         result = {"started": started, "ready": time.time(), "keys": size, "expect_keys": expect}
         result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         print("RECOVERED " + json.dumps(result), flush=True)
-        os._exit(0)
+        # A clean stop (it leaves the group): after os._exit the next run's join waited out the dead
+        # member's session timeout (10 s) and the "intact" restart measured that.
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    sys.argv = [sys.argv[0], "worker", "-l", "info", "--without-web"]
+    app.main()
+
+
+def child_failover(app_id: str, datadir: str, bootstrap: str, partitions: int) -> None:
+    """A worker with the project's faust settings (session timeout, heartbeat, rocksdb store) whose agent
+    writes every record of the source topic into a co-partitioned table and prints when it handled it."""
+    import faust
+
+    from agents.settings import Settings
+
+    settings = Settings(
+        kafka_bootstrap=bootstrap,
+        app_id=app_id,
+        partitions=partitions,
+        data_dir=datadir,
+        worker_name="w",
+        web_port=0,
+    )
+    app = faust.App(app_id, **settings.faust_config(), key_serializer="raw", value_serializer="raw")
+    table = app.Table(
+        "failover", key_type=bytes, value_type=bytes, partitions=partitions, options=settings.table_options()
+    )
+    source = app.topic(f"{app_id}-source", partitions=partitions)
+
+    @app.agent(source)
+    async def consume(stream: Any) -> None:
+        async for event in stream.events():
+            table[event.key] = event.value
+            print(f"HANDLED {event.message.partition} {time.time():.3f}", flush=True)
 
     sys.argv = [sys.argv[0], "worker", "-l", "info", "--without-web"]
     app.main()
@@ -98,6 +145,7 @@ def child(app_id: str, store: str, datadir: str, bootstrap: str, partitions: int
 async def fill(
     bootstrap: str, topic: str, partitions: int, records: int, keys: int, value_bytes: int
 ) -> float:
+    """``records`` records over ``keys`` keys into partition 0 of a ``partitions``-partition topic."""
     from aiokafka import AIOKafkaProducer
 
     from agents.topology import TopicSpec
@@ -115,8 +163,7 @@ async def fill(
         for i in range(records):
             key = b"key-%08d" % (i % keys)
             value = b"%016d" % i + pad
-            # Explicit partition (murmur2 of the key, like faust's) keeps each key on one partition.
-            pending.append(await producer.send(topic, value, key=key, partition=_partition(key, partitions)))
+            pending.append(await producer.send(topic, value, key=key, partition=0))
             if len(pending) >= 20_000:
                 await asyncio.gather(*pending)
                 pending = []
@@ -124,12 +171,6 @@ async def fill(
     finally:
         await producer.stop()
     return time.perf_counter() - started
-
-
-def _partition(key: bytes, partitions: int) -> int:
-    from aiokafka.partitioner import murmur2
-
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 async def drop(bootstrap: str, topics: list[str]) -> None:
@@ -153,50 +194,238 @@ def _log_time(line: str) -> float | None:
     return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
-def measure(args: argparse.Namespace, app_id: str, store: str, keys: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="bench-recovery-") as datadir:
-        log = Path(datadir) / "worker.log"
-        command = [
-            sys.executable,
-            "-m",
-            "bench.bench_recovery",
-            "--child",
-            app_id,
-            store,
-            str(Path(datadir) / "data"),
-            "--bootstrap",
-            args.bootstrap,
-            "--partitions",
-            str(args.partitions),
-            "--keys",
-            str(keys),
-        ]
-        spawned = time.time()
-        with log.open("wb") as out:
-            proc = subprocess.run(
-                command, stdout=out, stderr=subprocess.STDOUT, timeout=args.timeout, check=False
-            )
-        text = log.read_text(errors="replace")
+def measure(
+    args: argparse.Namespace, app_id: str, store: str, keys: int, datadir: Path, label: str
+) -> dict[str, Any]:
+    """One recovering worker on ``datadir`` (kept: a later run may find its local state)."""
+    log = datadir.parent / f"{label}.log"
+    command = [
+        sys.executable,
+        "-m",
+        "bench.bench_recovery",
+        "--child",
+        app_id,
+        store,
+        str(datadir),
+        "--bootstrap",
+        args.bootstrap,
+        "--partitions",
+        str(args.partitions),
+        "--keys",
+        str(keys),
+    ]
+    spawned = time.time()
+    with log.open("wb") as out:
+        proc = subprocess.run(
+            command, stdout=out, stderr=subprocess.STDOUT, timeout=args.timeout, check=False
+        )
+    text = log.read_text(errors="replace")
     found = [line.split("RECOVERED ", 1)[1] for line in text.splitlines() if "RECOVERED {" in line]
     if proc.returncode != 0 or not found:
         raise SystemExit(
-            f"{store}: the worker did not report recovery (exit {proc.returncode}):\n{text[-3000:]}"
+            f"{label}: the worker did not report recovery (exit {proc.returncode}):\n{text[-3000:]}"
         )
     child_report = json.loads(found[-1].strip())
     start = next((_log_time(x) for x in text.splitlines() if RESTORE_START in x), None)
     done = next((_log_time(x) for x in text.splitlines() if RESTORE_DONE in x), None)
     restore = (done - start) if start is not None and done is not None else None
     return {
+        "case": label,
         "store": store,
         "keys": child_report["keys"],
         "restore_seconds": None if restore is None else round(restore, 3),
-        "restore_records_per_s": None if not restore else round(args.records / restore),
         "process_start_to_ready_seconds": round(child_report["ready"] - spawned, 3),
+        # without the interpreter's start and faust's imports: group join, recovery, first assignment
+        "worker_start_to_ready_seconds": round(child_report["ready"] - child_report["started"], 3),
         "peak_rss_mb": child_report.get("peak_rss_mb"),
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def recovery(args: argparse.Namespace, keys: int) -> dict[str, Any]:
+    app_id = f"bench-recovery-{uuid.uuid4().hex[:8]}"
+    changelog = f"{app_id}-{TABLE}-changelog"
+    cases: list[dict[str, Any]] = []
+    try:
+        fill_s = asyncio.run(
+            fill(args.bootstrap, changelog, args.partitions, args.records, keys, args.value_bytes)
+        )
+        with tempfile.TemporaryDirectory(prefix="bench-recovery-") as tmp:
+            home = Path(tmp)
+            plan = [
+                ("memory, every restart or move (full replay)", "memory://", home / "memory"),
+                (
+                    "rocksdb, local state deleted / moved partition (full replay)",
+                    "rocksdb://",
+                    home / "rocks",
+                ),
+                ("rocksdb, restart with local state intact (tail only)", "rocksdb://", home / "rocks"),
+            ]
+            if args.skip_memory:  # the memory store's full replay costs what the rocksdb one does, or less
+                plan = plan[1:]
+            for label, store, datadir in plan:
+                row = measure(args, app_id, store, keys, datadir, label.split(",")[0] + str(len(cases)))
+                row["case"] = label
+                if row["keys"] != keys:
+                    raise SystemExit(f"{label}: recovered {row['keys']} keys, expected {keys}")
+                cases.append(row)
+    finally:
+        asyncio.run(drop(args.bootstrap, [changelog, f"{app_id}-source", f"{app_id}-__assignor-__leader"]))
+    return {"fill_seconds": round(fill_s, 3), "cases": cases}
+
+
+class _Child:
+    """A failover worker process; its log is polled for HANDLED lines."""
+
+    def __init__(self, app_id: str, home: Path, name: str, bootstrap: str, partitions: int) -> None:
+        self.log = home / f"{name}.log"
+        command = [
+            sys.executable,
+            "-m",
+            "bench.bench_recovery",
+            "--child-failover",
+            app_id,
+            str(home / name),
+            "--bootstrap",
+            bootstrap,
+            "--partitions",
+            str(partitions),
+        ]
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def handled(self, since: float) -> dict[int, float]:
+        """partition → first time it was handled at or after ``since``."""
+        first: dict[int, float] = {}
+        for line in self.log.read_text(errors="replace").splitlines():
+            if "HANDLED " in line:  # faust logs a worker's stdout: "[time] [pid] [WARNING] HANDLED ..."
+                part, at = line.split("HANDLED ", 1)[1].split()[:2]
+                if float(at) >= since:
+                    first.setdefault(int(part), float(at))
+        return first
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+async def _steady(children: list[_Child], partitions: int, timeout: float) -> list[set[int]]:
+    """Wait until the children handle disjoint, non-empty sets of partitions covering all of them."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        await asyncio.sleep(1.0)
+        for child in children:
+            if not child.alive():
+                raise SystemExit(f"a failover worker died:\n{child.log.read_text(errors='replace')[-3000:]}")
+        recent = [set(c.handled(time.time() - 1.5)) for c in children]
+        union = set().union(*recent)
+        disjoint = sum(len(r) for r in recent) == len(union)
+        if union == set(range(partitions)) and disjoint and all(recent):
+            return recent
+    raise SystemExit("the failover workers never settled on a shared assignment")
+
+
+async def _taken_over(survivor: _Child, lost: set[int], since: float, timeout: float) -> float:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        seen = survivor.handled(since)
+        if lost <= set(seen):
+            return round(max(seen[p] for p in lost) - since, 2)
+        await asyncio.sleep(0.2)
+    raise SystemExit(f"partitions {sorted(lost)} were not taken over within {timeout:.0f} s")
+
+
+async def failover(args: argparse.Namespace) -> dict[str, Any]:
+    from aiokafka import AIOKafkaProducer
+
+    from agents.topology import TopicSpec
+    from agents.topology_admin import ensure_topics
+
+    app_id = f"bench-failover-{uuid.uuid4().hex[:8]}"
+    n = args.partitions
+    names = [f"{app_id}-source", f"{app_id}-failover-changelog"]
+    await ensure_topics(
+        args.bootstrap,
+        [TopicSpec(t, "", n) for t in names] + [TopicSpec(f"{app_id}-__assignor-__leader", "", 1)],
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, acks=1)
+    await producer.start()
+    stop = asyncio.Event()
+
+    async def feed() -> None:
+        i = 0
+        while not stop.is_set():
+            for part in range(n):
+                await producer.send(names[0], b"%d" % i, key=b"k%d" % part, partition=part)
+            i += 1
+            await asyncio.sleep(0.1)
+
+    feeder = asyncio.create_task(feed())
+    children: list[_Child] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-failover-") as tmp:
+            home = Path(tmp)
+            a = _Child(app_id, home, "a", args.bootstrap, n)
+            b = _Child(app_id, home, "b", args.bootstrap, n)
+            children += [a, b]
+            held = await _steady([a, b], n, args.timeout)
+            killed_at = time.time()
+            a.kill()
+            sigkill_s = await _taken_over(b, held[0], killed_at, args.timeout)
+            c = _Child(app_id, home, "c", args.bootstrap, n)
+            children.append(c)
+            held = await _steady([b, c], n, args.timeout)
+            stopped_at = time.time()
+            c.stop()
+            sigterm_s = await _taken_over(b, held[1], stopped_at, args.timeout)
+    finally:
+        stop.set()
+        await feeder
+        await producer.stop()
+        for child in children:
+            child.kill()
+        await drop(args.bootstrap, [*names, f"{app_id}-__assignor-__leader"])
+    return {
+        "sigkill_to_processing_seconds": sigkill_s,
+        "sigterm_to_processing_seconds": sigterm_s,
+        "session_timeout_seconds": 10.0,
+    }
+
+
+def run(records: int = 1_000_000, partitions: int = 6, *extra: str) -> dict[str, Any]:
+    """Both parts, for ``bench.run`` (section 7); ``extra``: more command-line options."""
+    args = _parser().parse_args(["--records", str(records), "--partitions", str(partitions), *extra])
+    keys = args.keys or max(1, args.records // 10)
+    return _report(args, keys, recovery(args, keys), asyncio.run(failover(args)))
+
+
+def _report(args: argparse.Namespace, keys: int, rec: dict[str, Any], fail: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "benchmark": "restart, moved partition and failover costs",
+        "records": args.records,
+        "keys": keys,
+        "value_bytes": args.value_bytes,
+        "partitions": args.partitions,
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+        **rec,
+        "failover": fail,
+    }
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.bench_recovery", description=__doc__.split("\n")[0]
     )
@@ -204,42 +433,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys", type=int, default=0, help="distinct keys (default: records / 10)")
     parser.add_argument("--value-bytes", type=int, default=100, help="value size (default 100)")
     parser.add_argument("--partitions", type=int, default=6)
-    parser.add_argument("--stores", default="memory://,rocksdb://")
     parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
-    parser.add_argument("--timeout", type=float, default=900.0, help="per-store limit, seconds")
+    parser.add_argument("--timeout", type=float, default=900.0, help="per-step limit, seconds")
+    parser.add_argument(
+        "--skip-failover", action="store_true", help="only the restart / moved partition part"
+    )
+    parser.add_argument("--skip-memory", action="store_true", help="no memory:// run (the old default)")
     parser.add_argument("--child", nargs=3, metavar=("APP", "STORE", "DATADIR"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    parser.add_argument("--child-failover", nargs=2, metavar=("APP", "DATADIR"), help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     keys = args.keys or max(1, args.records // 10)
     if args.child:
         app_id, store, datadir = args.child
         child(app_id, store, datadir, args.bootstrap, args.partitions, keys)
         return 0
-
-    app_id = f"bench-recovery-{uuid.uuid4().hex[:8]}"
-    changelog = f"{app_id}-{TABLE}-changelog"
-    created = [changelog, f"{app_id}-source"]
-    try:
-        fill_s = asyncio.run(
-            fill(args.bootstrap, changelog, args.partitions, args.records, keys, args.value_bytes)
-        )
-        results = []
-        for store in [s.strip() for s in args.stores.split(",") if s.strip()]:
-            row = measure(args, app_id, store, keys)
-            if row["keys"] != keys:
-                raise SystemExit(f"{store}: recovered {row['keys']} keys, expected {keys}")
-            results.append(row)
-    finally:
-        asyncio.run(drop(args.bootstrap, [*created, f"{app_id}-__assignor-__leader"]))
-    report = {
-        "benchmark": "faust table recovery from changelog",
-        "records": args.records,
-        "keys": keys,
-        "value_bytes": args.value_bytes,
-        "partitions": args.partitions,
-        "fill_seconds": round(fill_s, 3),
-        "stores": results,
-    }
-    print(json.dumps(report, indent=2))
+    if args.child_failover:
+        app_id, datadir = args.child_failover
+        child_failover(app_id, datadir, args.bootstrap, args.partitions)
+        return 0
+    rec = recovery(args, keys)
+    fail = {} if args.skip_failover else asyncio.run(failover(args))
+    print(json.dumps(_report(args, keys, rec, fail), indent=2))
     return 0
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from bench import common, core, e2e, fold, projector_rate
+from bench import bench_recovery, common, core, e2e, fold, projector_rate
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -28,12 +28,15 @@ FULL = {
     "e2e": {"images": 120, "rate": 5.0, "seconds": 6.0, "burst": 50, "runs": 3},
     # Issue 15: 4 worker-shaped clients for 10 min (BENCH_PROJECTOR_SECONDS shortens it).
     "store": {"clients": 4, "seconds": float(os.environ.get("BENCH_PROJECTOR_SECONDS", "600"))},
+    # Issue 17: restart / moved partition of 1M changelog records, failover after SIGKILL / SIGTERM.
+    "recovery": {"records": 1_000_000, "partitions": 6},
 }
 QUICK = {
     "core": {"images": 200, "deltas": 50, "runs": 3},
     "fold": {"images": 30, "deltas": 20, "runs": 1, "partitions": 6, "pass_count": 3000},
     "e2e": {"images": 10, "rate": 5.0, "seconds": 4.0, "burst": 10, "runs": 1},
     "store": {"clients": 2, "seconds": 15.0},
+    "recovery": {"records": 20_000, "partitions": 6},
 }
 
 
@@ -243,6 +246,37 @@ def render(notes: list[str]) -> str:
                 f" {r['load_ratio_vs_raw']}x raw {r['raw_insert_docs_per_s']:,} docs/s",
             ),
         ]
+    rec = _load("recovery")
+    if rec:
+        for case in rec["cases"]:
+            n = f"{case.get('records', rec['records']):,}"
+            restore = (
+                "no changelog to read"
+                if case["restore_seconds"] is None
+                else f"restore {case['restore_seconds']} s"
+            )
+            rows.append(
+                (
+                    "7 recovery",
+                    f"{case['case']}: process start → processing, s ({n} changelog records in one partition)",
+                    f"**{case['process_start_to_ready_seconds']}** ({restore}; peak RSS {case['peak_rss_mb']} MB)",
+                )
+            )
+        fo = rec["failover"]
+        rows += [
+            (
+                "7 recovery",
+                f"SIGKILL of one of 2 workers → its partitions processing again on the other, s"
+                f" (session timeout {fo['session_timeout_seconds']:.0f} s)",
+                f"**{fo['sigkill_to_processing_seconds']}**",
+            ),
+            (
+                "7 recovery",
+                "SIGTERM of one of 2 workers → same, s",
+                f"**{fo['sigterm_to_processing_seconds']}**",
+            ),
+            ("7 recovery", "load average during the run (1 min, at its end)", f"{rec['loadavg_at_end'][0]}"),
+        ]
     lines += ["## Results", "", "| section | figure | median (min to max) |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {v} |" for a, b, v in rows]
     goals = issue15_rows(st, e)
@@ -346,7 +380,7 @@ async def main_async(args: argparse.Namespace) -> None:
     m["started"] = datetime.now(UTC).isoformat(timespec="seconds")
     m["config"] = cfg
     _write("machine", m)
-    sections = args.only.split(",") if args.only else ["core", "fold", "e2e", "store"]
+    sections = args.only.split(",") if args.only else ["core", "fold", "e2e", "store", "recovery"]
     if "core" in sections:
         print("== 1 pure core", flush=True)
         _write("core", core.run(**cfg["core"]))
@@ -361,6 +395,13 @@ async def main_async(args: argparse.Namespace) -> None:
         st = cfg["store"]
         projector = projector_rate.measure(common.MONGO_URL, int(st["clients"]), float(st["seconds"]))
         _write("store", {"projector": projector, "rebuild": projector_rate.rebuild_rate(common.MONGO_URL)})
+    if "recovery" in sections:
+        print("== 7 recovery: restart, moved partition, failover", flush=True)
+        rc = cfg["recovery"]
+        # In a thread: it runs its own event loops (asyncio.run) and blocks on worker processes.
+        _write(
+            "recovery", await asyncio.to_thread(bench_recovery.run, int(rc["records"]), int(rc["partitions"]))
+        )
     if args.profile:
         print("== profiles", flush=True)
         wl = fold.workload(cfg["fold"]["images"], cfg["fold"]["deltas"])
@@ -374,7 +415,7 @@ async def main_async(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of the harness")
-    parser.add_argument("--only", help="comma-separated sections: core,fold,e2e,store")
+    parser.add_argument("--only", help="comma-separated sections: core,fold,e2e,store,recovery")
     parser.add_argument("--profile", action="store_true", help="also profile our fold app and the peer")
     parser.add_argument("--render-only", action="store_true", help="rewrite RESULTS.md from results/*.json")
     args = parser.parse_args(argv)

@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -262,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
 
     say("demo: resetting the demo topics and database")
     asyncio.run(reset_topics(bootstrap))
+    # The previous demos' local tables (rocksdb store): their app ids and changelogs are gone.
+    shutil.rmtree(RUN / "demo-data", ignore_errors=True)
     # A fresh database per demo rather than dropping the last one: FerretDB's dropDatabase can wedge
     # the server while the previous demo's processes are still letting go of it.
     stamp = int(time.time())

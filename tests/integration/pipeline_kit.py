@@ -162,9 +162,9 @@ class Pipeline:
 
     def add_worker(self, extra_env: dict[str, str] | None = None) -> Worker:
         n = len(self.workers)
-        worker = Worker(
-            ["-m", "agents.worker"], {**self.env(), **(extra_env or {})}, self.home / f"worker{n}.log"
-        )
+        # Its own data directory (STELLA_WORKER_NAME): a restart of this Worker finds its local tables.
+        env = {**self.env(), "STELLA_WORKER_NAME": f"worker{n}", **(extra_env or {})}
+        worker = Worker(["-m", "agents.worker"], env, self.home / f"worker{n}.log")
         self.workers.append(worker.start())
         return worker
 
@@ -202,10 +202,10 @@ class Pipeline:
         stable_since = time.monotonic()
         while time.monotonic() < deadline:
             self.alive()
-            jobs = await self.records("jobs", timeout=1.0)
-            results = await self.records("job-results", timeout=1.0)
-            results += await self.records("simulation-results", timeout=1.0)  # simulation jobs end there
-            runs = await self.records("run-events", timeout=1.0)
+            jobs = await self.records("jobs", timeout=30.0)
+            results = await self.records("job-results", timeout=30.0)
+            results += await self.records("simulation-results", timeout=30.0)  # simulation jobs end there
+            runs = await self.records("run-events", timeout=30.0)
             job_ids = {_field(r.value, "job_id") for r in jobs}
             done = {_field(r.value, "job_id") for r in results}
             now = (len(jobs), len(results), len(runs))

@@ -74,7 +74,7 @@ async def settle_phase(pipe: Pipeline, phase: str, timeout: float = 240.0) -> No
     deadline = time.monotonic() + timeout
     while True:
         pipe.alive()
-        jobs = await pipe.records("jobs", timeout=1.0)
+        jobs = await pipe.records("jobs", timeout=30.0)
         if len({orjson.loads(r.value)["job_id"] for r in jobs}) >= JOBS_AFTER[phase]:
             break
         assert time.monotonic() < deadline, f"phase {phase}: only {len(jobs)} job record(s)"

@@ -39,6 +39,7 @@ async def test_table_recovers_after_restart(
         "STELLA_MONGO_DB": db,
         "STELLA_PARTITIONS": "2",
         "STELLA_DATA_DIR": str(tmp_path / "data"),
+        "STELLA_STORE": "memory://",  # nothing local survives: only the changelog can restore the counts
     }
     args = [str(REPO / "tests/integration/counter_app.py"), "worker", "-l", "info"]
     coll = client[db]["counts"]
