@@ -27,6 +27,7 @@ from projections.fold import (
 from projections.store import MAX_PAGE, After, Page, ProjectionStore
 from schemas.canonical import format_time
 from schemas.messages import JobStatus, RunState
+from streams.simulation import SIMULATION_END, SIMULATION_PREFIX
 
 router = APIRouter(prefix="/api/v1")
 
@@ -52,7 +53,7 @@ def owned(doc: Document | None, tenant: str, what: str, ident: str) -> Document:
     return doc
 
 
-RunTrigger = Literal["schedule", "retry", "event"]
+RunTrigger = Literal["schedule", "retry", "event", "simulation"]
 SCHEDULE_RUN_IDS = 5000  # a schedule filter looks at this many of the tenant's (newest) schedule runs at most
 
 
@@ -83,7 +84,8 @@ def run_filter(
 ) -> dict[str, Any]:
     """The runs query for these filters (the one definition; the console's runs page uses it too).
 
-    A run's trigger: ``schedule`` when a schedule fired it (its occurrence is in ``schedule_runs``), ``retry``
+    A run's trigger: ``simulation`` for a queued policy simulation (``streams.simulation.is_simulation_run``),
+    ``schedule`` when a schedule fired it (its occurrence is in ``schedule_runs``), ``retry``
     when it retries another run, else ``event`` (an intel, inventory, runtime, policy or recheck delta)."""
     where: dict[str, Any] = {"tenant": tenant}
     if state is not None:
@@ -98,6 +100,11 @@ def run_filter(
     if schedule_id is not None or trigger in ("schedule", "event"):
         ids = _schedule_run_ids(store, tenant, schedule_id)
         where["_id"] = {"$nin": ids} if trigger == "event" and schedule_id is None else {"$in": ids}
+    if trigger == "simulation":
+        where["_id"] = {**where.get("_id", {}), "$gte": SIMULATION_PREFIX, "$lt": SIMULATION_END}
+    elif trigger is not None:
+        # every other run id starts "run-", which sorts before the simulations' prefix
+        where["_id"] = {**where.get("_id", {}), "$lt": SIMULATION_PREFIX}
     if trigger == "retry":
         where["retry_of"] = {"$ne": None}
     elif trigger in ("event", "schedule"):
@@ -111,7 +118,7 @@ async def list_runs(
     rt: RuntimeDep,
     _: None = Consistent,
     state: RunStateParam | None = None,
-    trigger: Annotated[RunTrigger | None, Query(description="schedule | retry | event")] = None,
+    trigger: Annotated[RunTrigger | None, Query(description="schedule | retry | event | simulation")] = None,
     schedule_id: Annotated[str | None, Query(max_length=200, description="runs this schedule fired")] = None,
     since: Annotated[datetime | None, Query(description="created at or after (ISO 8601)")] = None,
     until: Annotated[datetime | None, Query(description="created before (ISO 8601)")] = None,

@@ -49,6 +49,7 @@ from schemas.messages import (
 from streams.evaluator import policy_decision, verdict_for
 
 SIMULATION_PREFIX = "sim-"
+SIMULATION_END = "sim."  # the first string after every "sim-…" id: a key range of simulation runs
 # A simulation job has no live SLA; its deadline only bounds its retries (streams.retry gives up after it).
 SIMULATION_DEADLINE = timedelta(hours=24)
 

@@ -31,6 +31,7 @@ from controlplane.runtime import Runtime, runtime_of
 from schemas.canonical import format_time
 from schemas.messages import TERMINAL_RUN_STATES, RunState, ScheduleSpec
 from streams.schedules import next_fires
+from streams.simulation import is_simulation_run
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -187,6 +188,8 @@ def choice(value: str | None, allowed: tuple[str, ...]) -> str | None:
 
 def run_trigger(run: dict[str, Any], scheduled: set[str]) -> str:
     """The same classification as ``routes_read.run_filter``."""
+    if is_simulation_run(run["id"]):
+        return "simulation"
     if run.get("retry_of"):
         return "retry"
     return "schedule" if run["id"] in scheduled else "event"

@@ -278,3 +278,31 @@ def test_schedules_page_shows_next_fires_in_utc_and_local_time_and_the_preview(
     )
     login(client, "tok-beta")
     assert "nightly" not in client.get("/console/schedules").text
+
+
+def test_simulation_runs_have_their_own_trigger() -> None:
+    """A queued simulation is a run (id ``sim-…``): it is listed under trigger ``simulation`` only, never
+    as an event-, schedule- or retry-triggered run."""
+    from controlplane.console.pages import run_trigger
+    from controlplane.routes_read import run_filter
+    from projections.store import matches
+
+    store = MemoryStore()
+    events = [
+        run_event("run-old", "acme", "completed", 0),
+        run_event("run-retry", "acme", "completed", 20, retry_of="run-old"),
+        run_event("sim-0123abcd", "acme", "completed", 30),
+    ]
+    for offset, event in enumerate(events):
+        store.apply_documents(fold(event, Position("c.run-events", 0, offset)))
+    docs = [{"_id": e.run_id, "id": e.run_id, "tenant": "acme", "retry_of": e.retry_of} for e in events]
+
+    def listed(trigger: str) -> list[str]:
+        where = run_filter(store, "acme", None, trigger, None, None, None)  # type: ignore[arg-type]
+        return [d["_id"] for d in docs if matches(d, where)]
+
+    assert listed("simulation") == ["sim-0123abcd"]
+    assert listed("event") == ["run-old"]
+    assert listed("retry") == ["run-retry"]
+    assert listed("schedule") == []
+    assert [run_trigger(d, set()) for d in docs] == ["event", "retry", "simulation"]
