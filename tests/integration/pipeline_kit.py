@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 from pymongo import MongoClient
 
+from agents.settings import Settings
 from ingest.detect import parse_file
 from schemas.codec import encode
 from schemas.messages import AdvisoryDelta, Inventory, VexStatement
@@ -127,6 +128,20 @@ class Pipeline:
     trace: bool = False  # workers log every handled record (replay_kit.skipped_offsets reads it)
     workers: list[Worker] = field(default_factory=list)
     client: MongoClient[dict[str, Any]] | None = field(default=None, repr=False)
+
+    def api_settings(self, **extra: Any) -> Settings:
+        """The control plane's settings for this deployment: the workers' broker, database, prefix, app id
+        and partitions (``extra``: e.g. ``public_keys``)."""
+        env = self.env()
+        return Settings(
+            kafka_bootstrap=env["KAFKA_BOOTSTRAP"],
+            mongo_url=env["MONGO_URL"],
+            mongo_db=env["STELLA_MONGO_DB"],
+            topic_prefix=env["STELLA_TOPIC_PREFIX"],
+            app_id=env["STELLA_APP_ID"],
+            partitions=int(env["STELLA_PARTITIONS"]),
+            **extra,
+        )
 
     def env(self) -> dict[str, str]:
         return {

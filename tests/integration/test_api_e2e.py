@@ -81,16 +81,7 @@ def eventually(
 
 def api_settings(pipe: Pipeline, pub_dir: Path) -> Settings:
     """The API's settings from the worker's environment: same prefix, database, app id, partitions."""
-    env = pipe.env()
-    return Settings(
-        kafka_bootstrap=env["KAFKA_BOOTSTRAP"],
-        mongo_url=env["MONGO_URL"],
-        mongo_db=env["STELLA_MONGO_DB"],
-        topic_prefix=env["STELLA_TOPIC_PREFIX"],
-        app_id=env["STELLA_APP_ID"],
-        partitions=int(env["STELLA_PARTITIONS"]),
-        public_keys=str(pub_dir),
-    )
+    return pipe.api_settings(public_keys=str(pub_dir))
 
 
 def access_file(home: Path) -> Path:

@@ -27,7 +27,6 @@ import httpx
 import orjson
 import pytest
 
-from agents.settings import Settings
 from cli.main import main as cli_main
 from controlplane.app import create_app
 from controlplane.config import ApiConfig
@@ -86,16 +85,7 @@ def access_file(home: Path) -> Path:
 
 @contextmanager
 def serve(pipe: Pipeline) -> Iterator[str]:
-    env = pipe.env()
-    settings = Settings(
-        kafka_bootstrap=env["KAFKA_BOOTSTRAP"],
-        mongo_url=env["MONGO_URL"],
-        mongo_db=env["STELLA_MONGO_DB"],
-        topic_prefix=env["STELLA_TOPIC_PREFIX"],
-        app_id=env["STELLA_APP_ID"],
-        partitions=int(env["STELLA_PARTITIONS"]),
-        public_keys=str(public_keys(pipe)),
-    )
+    settings = pipe.api_settings(public_keys=str(public_keys(pipe)))
     config = ApiConfig.from_env(settings, tokens_path=str(access_file(pipe.home)), port=0)
     with ServerThread(create_app(settings, config=config)) as server:
         yield server.url

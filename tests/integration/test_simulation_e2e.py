@@ -88,15 +88,7 @@ async def until_terminal(http: httpx.AsyncClient, url: str, pipe: Pipeline) -> d
 
 
 def api_settings(pipe: Pipeline, scopes: list[str]) -> tuple[Settings, ApiConfig]:
-    env = pipe.env()
-    settings = Settings(
-        kafka_bootstrap=env["KAFKA_BOOTSTRAP"],
-        mongo_url=env["MONGO_URL"],
-        mongo_db=env["STELLA_MONGO_DB"],
-        topic_prefix=env["STELLA_TOPIC_PREFIX"],
-        app_id=env["STELLA_APP_ID"],
-        partitions=int(env["STELLA_PARTITIONS"]),
-    )
+    settings = pipe.api_settings()
     access = pipe.home / "access.json"
     entry = {"token_sha256": hashlib.sha256(TOKEN.encode()).hexdigest(), "tenant": "acme", "scopes": scopes}
     access.write_text(json.dumps({"tokens": [entry]}))
