@@ -87,14 +87,21 @@ def failed(request: Request, principal: Principal | None, exc: ApiError) -> HTML
     return render(request, "error.html", principal, exc.status_code, code=exc.code, message=exc.message)
 
 
-async def page(request: Request, name: str, build: Any) -> Response:
-    """Render ``name`` with what ``build(principal, rt)`` returns; login and API errors handled once."""
+def signed_in(request: Request) -> Principal | Response:
+    """The session's user, or the answer to send instead: the login page, or the error page."""
     try:
-        principal = session(request)
+        return session(request)
     except NeedLogin:
         return to_login(request)
     except ApiError as exc:
         return failed(request, None, exc)
+
+
+async def page(request: Request, name: str, build: Any) -> Response:
+    """Render ``name`` with what ``build(principal, rt)`` returns; login and API errors handled once."""
+    principal = signed_in(request)
+    if isinstance(principal, Response):
+        return principal
     try:
         context = await build(principal, runtime_of(request))
     except ApiError as exc:
@@ -370,12 +377,9 @@ async def evidence_page(request: Request) -> Response:
 
 @router.get("/evidence/{partition}/{offset}.json")
 async def evidence_download(request: Request, partition: int, offset: int) -> Response:
-    try:
-        principal = session(request)
-    except NeedLogin:
-        return to_login(request)
-    except ApiError as exc:
-        return failed(request, None, exc)
+    principal = signed_in(request)
+    if isinstance(principal, Response):
+        return principal
     found = await evidence.one_envelope(runtime_of(request), principal.tenant, partition, offset)
     if found is None:
         return failed(
@@ -395,12 +399,9 @@ async def evidence_download(request: Request, partition: int, offset: int) -> Re
 async def act(request: Request, back: str, action: Any) -> Response:
     """A button: session, same origin, CSRF token and the manage scope, then the API's write route."""
     fields = await form(request)
-    try:
-        principal = session(request)
-    except NeedLogin:
-        return to_login(request)
-    except ApiError as exc:
-        return failed(request, None, exc)
+    principal = signed_in(request)
+    if isinstance(principal, Response):
+        return principal
     if not same_origin(request) or not csrf_ok(request, fields.get("csrf", "")):
         return failed(
             request,
