@@ -10,13 +10,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from aiokafka.partitioner import murmur2
 
 from agents import observe
 from agents.pipeline import Pipeline
 from agents.quiescence import UpstreamProbe
 from agents.schedule_stage import ScheduleShell, register_report_feed
-from agents.shell import Output, apply_guarded, keys, read
+from agents.shell import Output, apply_guarded, keys, partition_of, read
 from schemas.messages import (
     ImageRemoved,
     Impact,
@@ -54,11 +53,6 @@ from streams.windows import (
 )
 
 log = logging.getLogger("stella.tenant")
-
-
-def partition_of(key: str, partitions: int) -> int:
-    """The partition the default (murmur2) partitioner gives a key: ticks must find their tenants."""
-    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 def job_outputs(pipe: Pipeline, jobs: list[JobCommand]) -> list[Output]:
