@@ -4,6 +4,7 @@ VEX requests against it. Both input topics are keyed by package key and co-parti
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import faust
@@ -18,7 +19,8 @@ from agents.ingest_stage import (
     TAG_VEXES,
 )
 from agents.pipeline import Pipeline
-from agents.shell import Output, apply_guarded, publish, read, write
+from agents.shell import Output, apply_guarded, partition_of, publish, read, write
+from schemas.messages import Impact, ImpactBatch
 from streams.guard import decode as unguard
 from streams.index import (
     ImageRef,
@@ -44,6 +46,10 @@ from streams.resolve import (
     resolve_advisory,
     resolve_vex_package,
 )
+
+# Impacts per impacts record: a few hundred KB at most, far below the record limit, and still one record
+# where there used to be hundreds.
+IMPACTS_PER_RECORD = 500
 
 
 def register(pipe: Pipeline) -> None:
@@ -72,8 +78,21 @@ def register(pipe: Pipeline) -> None:
 
         return lookup
 
-    def impacts_out(impacts: list[Any]) -> list[Output]:
-        return [pipe.out("impacts", i.tenant, i) for i in impacts]
+    def impacts_out(impacts: list[Impact]) -> list[Output]:
+        """One record per tenant partition (chunked: an advisory on a common package reaches every image),
+        keyed by its first impact's tenant; a lone impact goes as itself."""
+        n = pipe.settings.partitions
+        groups: dict[int, list[Impact]] = {}
+        for impact in impacts:
+            groups.setdefault(partition_of(impact.tenant, n), []).append(impact)
+        outputs = []
+        for partition in sorted(groups):
+            group = groups[partition]
+            for start in range(0, len(group), IMPACTS_PER_RECORD):
+                chunk = group[start : start + IMPACTS_PER_RECORD]
+                message = chunk[0] if len(chunk) == 1 else ImpactBatch(impacts=chunk)
+                outputs.append(replace(pipe.out("impacts", chunk[0].tenant, message), partition=partition))
+        return outputs
 
     async def index_updates(event: faust.EventT[Any], updates: list[IndexUpdate]) -> None:
         partition = event.message.partition

@@ -19,6 +19,7 @@ from agents.shell import Output, apply_guarded, keys, partition_of, read
 from schemas.messages import (
     ImageRemoved,
     Impact,
+    ImpactBatch,
     Inventory,
     JobCommand,
     PolicyChange,
@@ -202,6 +203,13 @@ def register(pipe: Pipeline) -> None:
                 await on_tick(event, model)
             elif isinstance(model, Impact):
                 await to_windows(model.tenant, event, [model])
+            elif isinstance(model, ImpactBatch):
+                # Per tenant, in record order: the same window fold, one guarded write per tenant.
+                by_tenant: dict[str, list[Impact]] = {}
+                for impact in model.impacts:
+                    by_tenant.setdefault(impact.tenant, []).append(impact)
+                for name in sorted(by_tenant):
+                    await to_windows(name, event, by_tenant[name])
             elif isinstance(model, Inventory | ImageRemoved):
                 digest = model.image_digest
                 inventory = model if isinstance(model, Inventory) else None

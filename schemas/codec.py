@@ -64,6 +64,7 @@ def _extra_models() -> dict[str, tuple[type[BaseModel], ...]]:
     from schemas.audit import AuditFact
     from schemas.messages import (
         ImageRemoved,
+        ImpactBatch,
         Inventory,
         JobAttempt,
         JobCancel,
@@ -76,7 +77,7 @@ def _extra_models() -> dict[str, tuple[type[BaseModel], ...]]:
     )
 
     return {
-        "impacts": (Tick,),
+        "impacts": (ImpactBatch, Tick),
         "catalog-updates": (Inventory, ImageRemoved, RuntimeEvent, ReportSeen),
         "job-attempts": (JobAttempt, JobCancel, Tick),
         "run-inputs": (RunPlanned, JobCommand, JobStarted, JobResult, RunCancelRequested),
