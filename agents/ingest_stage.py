@@ -3,12 +3,13 @@ partitioning can resolve it (docs/architecture.md §2)."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
+from typing import Any, TypeVar
 
 import faust
 
 from agents.pipeline import Pipeline
-from agents.shell import Output, apply_guarded, publish
+from agents.shell import Output, apply_guarded, partition_of, publish
 from schemas.messages import (
     AdvisoryDelta,
     CursorUpdate,
@@ -19,25 +20,36 @@ from schemas.messages import (
 )
 from streams.index import (
     ImageKey,
+    IndexUpdate,
     SourcePosition,
     apply_inventory,
     decode_record,
     encode_record,
-    encode_update,
+    encode_updates,
 )
 from streams.resolve import (
+    AdvisoryRequest,
+    VexPackageRequest,
     decode_advisory_packages,
     encode_advisory_packages,
-    encode_request,
+    encode_requests,
     split_advisory,
     vex_requests,
     with_image_package,
 )
 
-# Internal records on the package-keyed topics carry a one-byte type tag.
+# Internal records on the package-keyed topics carry a one-byte type tag. The single-item tags are still
+# read (records written before the batched shuffle; the Quix peer in bench/ uses them); this stage writes
+# the batched ones: one record per input per destination partition, keyed by its first package.
 TAG_INDEX_UPDATE = b"U"
 TAG_ADVISORY = b"A"
 TAG_VEX = b"V"
+TAG_INDEX_UPDATES = b"u"
+TAG_ADVISORIES = b"a"
+TAG_VEXES = b"v"
+
+
+Item = TypeVar("Item", IndexUpdate, AdvisoryRequest, VexPackageRequest)
 
 
 def cursor(source: str, last_id: str, event: faust.EventT[Any], modified: Any = None) -> CursorUpdate:
@@ -51,6 +63,17 @@ def register(pipe: Pipeline) -> None:
     app, n = pipe.app, pipe.settings.partitions
     images = pipe.table("images")
     advisory_packages = pipe.table("advisory-packages")
+
+    def routed(out: Output) -> Output:
+        # Sent to the partition of its key (its first package): every item of the record maps there too.
+        return replace(out, partition=partition_of((out.key or b"").decode(), n))
+
+    def by_partition(items: list[Item]) -> list[list[Item]]:
+        """Package-keyed items (in their given order) grouped by the index partition of their package."""
+        groups: dict[int, list[Item]] = {}
+        for item in items:
+            groups.setdefault(partition_of(item.package, n), []).append(item)
+        return [groups[p] for p in sorted(groups)]
 
     @app.agent(pipe.source("inventory"), name="inventory")
     async def inventory_agent(stream: faust.StreamT[Any]) -> None:
@@ -72,8 +95,10 @@ def register(pipe: Pipeline) -> None:
                 indexed = with_image_package(inventory) if inventory is not None else None
                 outcome = apply_inventory(record, indexed, source=position, partitions=n)
                 outputs = [
-                    pipe.out("index-updates", u.package, TAG_INDEX_UPDATE + encode_update(u))
-                    for u in outcome.updates
+                    routed(
+                        pipe.out("index-updates", group[0].package, TAG_INDEX_UPDATES + encode_updates(group))
+                    )
+                    for group in by_partition(outcome.updates)
                 ]
                 if inventory is not None:
                     outputs.append(pipe.out("catalog-updates", inventory.tenant, inventory))
@@ -105,7 +130,10 @@ def register(pipe: Pipeline) -> None:
                 current = decode_advisory_packages(state) if state else None
                 new_state, requests = split_advisory(current, delta)
                 outputs = [
-                    pipe.out("impact-requests", r.package, TAG_ADVISORY + encode_request(r)) for r in requests
+                    routed(
+                        pipe.out("impact-requests", group[0].package, TAG_ADVISORIES + encode_requests(group))
+                    )
+                    for group in by_partition(requests)
                 ]
                 outputs.append(
                     pipe.out("cursors", "advisories", cursor("advisories", delta.id, event, delta.modified))
@@ -127,7 +155,10 @@ def register(pipe: Pipeline) -> None:
             statement = decoded.model
             assert isinstance(statement, VexStatement)
             requests = vex_requests(statement)
-            outputs = [pipe.out("impact-requests", r.package, TAG_VEX + encode_request(r)) for r in requests]
+            outputs = [
+                routed(pipe.out("impact-requests", group[0].package, TAG_VEXES + encode_requests(group)))
+                for group in by_partition(requests)
+            ]
             outputs.append(
                 pipe.out("cursors", "vex", cursor("vex", statement.statement_id, event, statement.timestamp))
             )

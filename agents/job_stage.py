@@ -15,6 +15,7 @@ import heapq
 import logging
 import time
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import faust
@@ -22,7 +23,7 @@ import faust
 from agents import observe
 from agents.executors import Executor, Ok, attempt_of, execute_with_timeout
 from agents.pipeline import OutputTooLarge, Pipeline
-from agents.shell import Output, apply_guarded, publish
+from agents.shell import Output, apply_guarded, defer, publish, read
 from schemas.canonical import dumps
 from schemas.codec import dead_letter
 from schemas.messages import Attempt, JobAttempt, JobCancel, JobCommand, JobResult, JobStarted
@@ -214,7 +215,7 @@ class Runner:
     def _previous(self, job: JobCommand) -> JobResult | None:
         if self.last is None:
             return None
-        state = unguard(self.last.get(f"{job.tenant}/{job.image_digest}")).state
+        state = unguard(read(self.last, f"{job.tenant}/{job.image_digest}")).state
         return JobResult.model_validate_json(state) if state else None
 
 
@@ -241,7 +242,7 @@ def register(pipe: Pipeline, executor: Executor, before_execute: Any = None) -> 
     runner.last = last
 
     def current(job_id: str) -> bytes | None:
-        return unguard(queue.get(job_id)).state
+        return unguard(read(queue, job_id)).state
 
     @app.agent(pipe.source("jobs", "job-attempts", "job-results", "simulation-results"), name="jobs")
     async def job_agent(stream: faust.StreamT[Any]) -> None:
@@ -260,7 +261,7 @@ def register(pipe: Pipeline, executor: Executor, before_execute: Any = None) -> 
                     await apply_guarded(queue, job.job_id, event, fold_job)
                     entry = queued(current(job.job_id))
                     if entry is not None:
-                        runner.offer(entry)
+                        defer(partial(runner.offer, entry))
             elif isinstance(model, JobAttempt):
                 attempt = model
 
@@ -274,12 +275,12 @@ def register(pipe: Pipeline, executor: Executor, before_execute: Any = None) -> 
                 # report was folded: re-offer the longer history so attempts continue, not restart at 1.
                 folded = longer_history(current(attempt.job_id), runner.entries.get(attempt.job_id))
                 if folded is not None:
-                    runner.offer(folded)
+                    defer(partial(runner.offer, folded))
             elif isinstance(model, JobCancel):
                 cancel = model
                 entry = None if cancel.job_id in runner.running.jobs else queued(current(cancel.job_id))
                 if entry is not None:
-                    runner.forget(cancel.job_id)
+                    defer(partial(runner.forget, cancel.job_id))
                     skipped = image_result(
                         skipped_result(entry.job, finished_at=cancel.at), runner._previous(entry.job)
                     )
@@ -302,10 +303,13 @@ def register(pipe: Pipeline, executor: Executor, before_execute: Any = None) -> 
 
                     await apply_guarded(last, f"{result.tenant}/{result.image_digest}", event, remember)
                 await apply_guarded(queue, result.job_id, event, lambda _s: (DONE, []))
-                runner.forget(result.job_id)
+                defer(partial(runner.forget, result.job_id))
                 observe.job_result(result)
 
-        await pipe.run(stream, "jobs", handle)
+        # Batched (agents/shell.py): one wait for the outputs' acks per fetched batch. The runner learns
+        # of queue changes (`defer`) only once the batch's table writes are applied, so its reconcile
+        # timer never sees a job the table still calls queued after the runner was told it is done.
+        await pipe.run(stream, "jobs", handle, batched=True)
 
     @app.task
     async def run_jobs() -> None:

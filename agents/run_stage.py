@@ -19,8 +19,7 @@ import faust
 from agents import observe
 from agents.job_stage import result_outputs
 from agents.pipeline import Pipeline
-from agents.shell import Output, apply_guarded, read
-from agents.tenant_stage import partition_of
+from agents.shell import Output, apply_guarded, partition_of, read
 from schemas.messages import TERMINAL_RUN_STATES, JobCancel, RunCancelRequested, RunPlanned, Tick
 from streams import run_gate
 from streams.findings import skipped_result

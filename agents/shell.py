@@ -21,6 +21,7 @@ from typing import Any
 
 import faust
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
 from faust.streams import _current_event
 
 from streams.guard import Guarded, decode, encode, source_of
@@ -36,6 +37,13 @@ class Output:
     partition: int | None = None
 
 
+def partition_of(key: str, partitions: int) -> int:
+    """The partition the default (murmur2) partitioner gives a key. Records sent with an explicit partition
+    (batched shuffles, ticks) must land where a record keyed by ``key`` would: the tables and the other
+    co-partitioned topics are partitioned by key."""
+    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
 async def _send(outputs: Iterable[Output]) -> list[Awaitable[Any]]:
     return [
         await out.topic.send(key=out.key, value=out.value, partition=out.partition, force=True)
@@ -49,14 +57,18 @@ class Batch:
 
     outputs: list[Output] = field(default_factory=list)
     acks: list[Awaitable[Any]] = field(default_factory=list)
-    writes: list[tuple[Any, str, bytes | None, faust.EventT[Any]]] = field(default_factory=list)
-    overlay: dict[tuple[int, str], bytes | None] = field(default_factory=dict)
+    # (id(table), key) → the key's last value this batch: one table (changelog) write per changed key.
+    # The event is the last one that wrote it (same partition as every other writer of the key).
+    writes: dict[tuple[int, str], tuple[Any, str, bytes | None, faust.EventT[Any]]] = field(
+        default_factory=dict
+    )
+    after: list[Callable[[], None]] = field(default_factory=list)
     open: bool = True
 
     async def close(self, on_retry: Callable[[int, KafkaError], Awaitable[None]]) -> None:
         """Wait for every output's ack, re-sending all of them after a broker error (duplicates are
-        harmless: consumers dedupe) until they are acked; then apply the held-back table writes in input
-        order."""
+        harmless: consumers dedupe) until they are acked; then apply the held-back table writes (each key's
+        last value) and run the deferred callbacks."""
         self.open = False
         attempt = 0
         while self.acks:
@@ -67,12 +79,14 @@ class Batch:
                 attempt += 1
                 await on_retry(attempt, exc)
                 self.acks = await _send(self.outputs)
-        for table, key, value, event in self.writes:
+        for table, key, value, event in self.writes.values():
             token = _current_event.set(weakref.ref(event))  # faust picks the changelog partition from it
             try:
                 table[key] = value
             finally:
                 _current_event.reset(token)
+        for callback in self.after:
+            callback()
 
 
 def withhold_acks(events: Iterable[faust.EventT[Any]]) -> None:
@@ -123,8 +137,8 @@ async def publish(outputs: Iterable[Output]) -> None:
 def read(table: Any, key: str) -> Any:
     """A table value as this record should see it: the batch's pending write, else the table's."""
     batch = _current()
-    if batch is not None and (id(table), key) in batch.overlay:
-        return batch.overlay[(id(table), key)]
+    if batch is not None and (pending := batch.writes.get((id(table), key))) is not None:
+        return pending[2]
     return table.get(key)
 
 
@@ -133,7 +147,7 @@ def keys(table: Any) -> set[str]:
     found = set(table.keys())
     batch = _current()
     if batch is not None:
-        found.update(key for (table_id, key) in batch.overlay if table_id == id(table))
+        found.update(key for (table_id, key) in batch.writes if table_id == id(table))
     return found
 
 
@@ -143,8 +157,17 @@ def write(table: Any, key: str, value: bytes, event: faust.EventT[Any]) -> None:
     if batch is None:
         table[key] = value
         return
-    batch.overlay[(id(table), key)] = value
-    batch.writes.append((table, key, value, event))
+    batch.writes[(id(table), key)] = (table, key, value, event)
+
+
+def defer(callback: Callable[[], None]) -> None:
+    """Run ``callback`` once this record's table writes are applied (in a batch: when the batch closes),
+    for in-memory effects that must not run ahead of the table (e.g. offering a job to the runner)."""
+    batch = _current()
+    if batch is None:
+        callback()
+    else:
+        batch.after.append(callback)
 
 
 Fold = Callable[[bytes | None], tuple[bytes | None, list[Output]]]

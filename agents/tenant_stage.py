@@ -10,16 +10,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from aiokafka.partitioner import murmur2
 
 from agents import observe
 from agents.pipeline import Pipeline
 from agents.quiescence import UpstreamProbe
 from agents.schedule_stage import ScheduleShell, register_report_feed
-from agents.shell import Output, apply_guarded, keys, read
+from agents.shell import Output, apply_guarded, keys, partition_of, read
 from schemas.messages import (
     ImageRemoved,
     Impact,
+    ImpactBatch,
     Inventory,
     JobCommand,
     PolicyChange,
@@ -54,11 +54,6 @@ from streams.windows import (
 )
 
 log = logging.getLogger("stella.tenant")
-
-
-def partition_of(key: str, partitions: int) -> int:
-    """The partition the default (murmur2) partitioner gives a key: ticks must find their tenants."""
-    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 def job_outputs(pipe: Pipeline, jobs: list[JobCommand]) -> list[Output]:
@@ -208,6 +203,13 @@ def register(pipe: Pipeline) -> None:
                 await on_tick(event, model)
             elif isinstance(model, Impact):
                 await to_windows(model.tenant, event, [model])
+            elif isinstance(model, ImpactBatch):
+                # Per tenant, in record order: the same window fold, one guarded write per tenant.
+                by_tenant: dict[str, list[Impact]] = {}
+                for impact in model.impacts:
+                    by_tenant.setdefault(impact.tenant, []).append(impact)
+                for name in sorted(by_tenant):
+                    await to_windows(name, event, by_tenant[name])
             elif isinstance(model, Inventory | ImageRemoved):
                 digest = model.image_digest
                 inventory = model if isinstance(model, Inventory) else None

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from bench import bench_recovery, common, core, e2e, fold, projector_rate
+from bench import bench_recovery, common, core, e2e, fold, onboarding, projector_rate
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -25,6 +25,8 @@ RESULTS = HERE / "results"
 FULL = {
     "core": {"images": 1000, "deltas": 300, "runs": 5},
     "fold": {"images": 100, "deltas": 400, "runs": 3, "partitions": 6, "pass_count": 20_000},
+    # Issue 16: a tenant's first 1,000 images, then a feed re-sync of 5,000 advisories.
+    "onboarding": {"images": 1000, "deltas": 5000, "runs": 1, "partitions": 6},
     "e2e": {"images": 120, "rate": 5.0, "seconds": 6.0, "burst": 50, "runs": 3},
     # Issue 15: 4 worker-shaped clients for 10 min (BENCH_PROJECTOR_SECONDS shortens it).
     "store": {"clients": 4, "seconds": float(os.environ.get("BENCH_PROJECTOR_SECONDS", "600"))},
@@ -34,6 +36,7 @@ FULL = {
 QUICK = {
     "core": {"images": 200, "deltas": 50, "runs": 3},
     "fold": {"images": 30, "deltas": 20, "runs": 1, "partitions": 6, "pass_count": 3000},
+    "onboarding": {"images": 60, "deltas": 100, "runs": 1, "partitions": 6},
     "e2e": {"images": 10, "rate": 5.0, "seconds": 4.0, "burst": 10, "runs": 1},
     "store": {"clients": 2, "seconds": 15.0},
     "recovery": {"records": 20_000, "partitions": 6},
@@ -196,6 +199,67 @@ def render(notes: list[str]) -> str:
                 f"{_fmt(common.summary(_pick(runs, 'ours.rss_mb'), 0))} / {_fmt(common.summary(_pick(runs, 'quix.rss_mb'), 0))}",
             ),
         ]
+    o = _load("onboarding")
+    if o:
+        runs = o["runs"]
+        passthrough = common.summary(_pick(f["runs"], "passthrough_msgs_per_s"), 0) if f else None
+        ours_updates = common.summary(_pick(runs, "ours.index_updates_per_s"), 0)
+        vs_limit = (
+            round(ours_updates["median"] / passthrough["median"], 3)
+            if passthrough and ours_updates.get("median") and passthrough.get("median")
+            else None
+        )
+        rows += [
+            (
+                "3b onboarding, ours",
+                f"index updates/s ({o['images']:,} images, {o['index_updates']:,} updates)",
+                _fmt(ours_updates),
+            ),
+            (
+                "3b onboarding, Quix",
+                "index updates/s",
+                _fmt(common.summary(_pick(runs, "quix.index_updates_per_s"), 0)),
+            ),
+            (
+                "ratio",
+                "ours ÷ Quix, index updates/s (onboarding; goal ≥ 2.0)",
+                _fmt(common.summary(_pick(runs, "ratio_ours_vs_quix_index_updates"), 3)),
+            ),
+            (
+                "ratio",
+                "ours index updates/s ÷ passthrough msgs/s (medians; goal ≥ 0.5)",
+                f"**{vs_limit}**" if vs_limit is not None else "n/a",
+            ),
+            (
+                "3b onboarding, ours",
+                f"advisory deltas/s to jobs (re-sync of {o['deltas']:,}, {o['phase2_impacts']:,} impacts)",
+                _fmt(common.summary(_pick(runs, "ours.deltas_per_s"), 1)),
+            ),
+            (
+                "3b onboarding, Quix",
+                "advisory deltas/s to jobs",
+                _fmt(common.summary(_pick(runs, "quix.deltas_per_s"), 1)),
+            ),
+            (
+                "ratio",
+                "ours ÷ Quix, deltas/s (onboarding)",
+                _fmt(common.summary(_pick(runs, "ratio_ours_vs_quix_deltas"), 3)),
+            ),
+            (
+                "3b onboarding",
+                "job ids equal to `streams.preview` (ours / Quix), per run",
+                " ".join(
+                    f"{'✓' if r['ours']['jobs_equal_preview'] else '✗'}/{'✓' if r['quix']['jobs_equal_preview'] else '✗'}"
+                    for r in runs
+                    if "ours" in r and "quix" in r
+                ),
+            ),
+            (
+                "3b onboarding",
+                f"process RSS with {o['images']:,} images indexed, MB (ours / Quix; goal ≤ 300)",
+                f"{_fmt(common.summary(_pick(runs, 'ours.rss_mb'), 0))} / {_fmt(common.summary(_pick(runs, 'quix.rss_mb'), 0))}",
+            ),
+        ]
     if e:
         rows += [
             ("4 end to end", "load: inventories/s (3 batches)", _fmt(e["load_inventories_per_s"])),
@@ -303,6 +367,13 @@ def render(notes: list[str]) -> str:
             f" passthrough payloads = our impact-request and impact records of the run: {f['payload_bytes']} B;"
             f" passthrough {f['passthrough_records']:,} records (ack-per-message variant: ≤ 5,000)",
         ]
+    if o:
+        lines.append(
+            f"- onboarding (3b): {o['images']:,} images ({o['components']:,} components, {o['index_updates']:,} index"
+            f" updates), then {o['deltas']:,} advisories in one 30 s window + 1 sentinel ({o['phase2_impacts']:,}"
+            f" impacts, {o['expected_jobs']:,} jobs); {o['partitions']} partitions; runs: {len(o['runs'])};"
+            f" load average before each run: {[r.get('loadavg_before') for r in o['runs']]}"
+        )
     if e:
         lines.append(
             f"- end to end: {e['images']} images ({e['components']:,} components), 6 partitions, window {e2e.WINDOW} s,"
@@ -380,13 +451,18 @@ async def main_async(args: argparse.Namespace) -> None:
     m["started"] = datetime.now(UTC).isoformat(timespec="seconds")
     m["config"] = cfg
     _write("machine", m)
-    sections = args.only.split(",") if args.only else ["core", "fold", "e2e", "store", "recovery"]
+    sections = (
+        args.only.split(",") if args.only else ["core", "fold", "onboarding", "e2e", "store", "recovery"]
+    )
     if "core" in sections:
         print("== 1 pure core", flush=True)
         _write("core", core.run(**cfg["core"]))
     if "fold" in sections:
         print("== 2/3 passthrough limit and Quix peer", flush=True)
         _write("fold", await fold.run(**cfg["fold"]))
+    if "onboarding" in sections:
+        print("== 3b onboarding: 1,000 images, then a feed re-sync", flush=True)
+        _write("onboarding", await onboarding.run(**cfg["onboarding"]))
     if "e2e" in sections:
         print("== 4/5 end to end and replay", flush=True)
         _write("e2e", await e2e.run(**cfg["e2e"]))
@@ -415,7 +491,7 @@ async def main_async(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of the harness")
-    parser.add_argument("--only", help="comma-separated sections: core,fold,e2e,store,recovery")
+    parser.add_argument("--only", help="comma-separated sections: core,fold,onboarding,e2e,store,recovery")
     parser.add_argument("--profile", action="store_true", help="also profile our fold app and the peer")
     parser.add_argument("--render-only", action="store_true", help="rewrite RESULTS.md from results/*.json")
     args = parser.parse_args(argv)

@@ -51,6 +51,7 @@ from schemas.messages import (
     DeadLetter,
     ImageRemoved,
     Impact,
+    ImpactBatch,
     Inventory,
     JobCommand,
     JobResult,
@@ -428,6 +429,17 @@ def _fold_impact(msg: Impact, pos: Position, window_seconds: int) -> list[DocUpd
     ]
 
 
+def _fold_impact_batch(msg: ImpactBatch, pos: Position, window_seconds: int) -> list[DocUpdate]:
+    """The impacts of one record share its position: merged into one update per window document (two
+    updates of one document at one position would be one too many for the position guard)."""
+    merged: dict[str, DocUpdate] = {}
+    for impact in msg.impacts:
+        for update in _fold_impact(impact, pos, window_seconds):
+            seen = merged.get(update.doc_id)
+            merged[update.doc_id] = update if seen is None else replace(seen, set={**seen.set, **update.set})
+    return [merged[doc_id] for doc_id in sorted(merged)]
+
+
 def _image_update(
     msg: Inventory | ImageRemoved | RuntimeEvent, pos: Position, fields: dict[str, Any], **guards: Any
 ) -> list[DocUpdate]:
@@ -638,6 +650,8 @@ def fold(message: object, pos: Position, *, window_seconds: int = 30) -> list[Do
         return _fold_breach(message, pos)
     if isinstance(message, Impact):
         return _fold_impact(message, pos, window_seconds)
+    if isinstance(message, ImpactBatch):
+        return _fold_impact_batch(message, pos, window_seconds)
     if isinstance(message, DeadLetter):
         return _fold_deadletter(message, pos)
     if isinstance(message, Inventory):

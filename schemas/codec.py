@@ -67,6 +67,7 @@ def _extra_models() -> dict[str, tuple[type[BaseModel], ...]]:
     from schemas.audit import AuditFact
     from schemas.messages import (
         ImageRemoved,
+        ImpactBatch,
         Inventory,
         JobAttempt,
         JobCancel,
@@ -79,7 +80,7 @@ def _extra_models() -> dict[str, tuple[type[BaseModel], ...]]:
     )
 
     return {
-        "impacts": (Tick,),
+        "impacts": (ImpactBatch, Tick),
         "catalog-updates": (Inventory, ImageRemoved, RuntimeEvent, ReportSeen),
         "job-attempts": (JobAttempt, JobCancel, Tick),
         "run-inputs": (RunPlanned, JobCommand, JobStarted, JobResult, RunCancelRequested, Tick),

@@ -216,6 +216,14 @@ class Impact(Model):
     )
 
 
+class ImpactBatch(Model):
+    """Impacts one input sends to one tenant partition, in one record (the batched shuffle into the tenant
+    stage). Kafka key: the first impact's tenant; every impact's tenant maps to the record's partition."""
+
+    schema_id: Literal["scheduler.impact-batch@1"] = Field("scheduler.impact-batch@1", alias="schema")
+    impacts: list[Impact] = Field(min_length=1)
+
+
 class AdvisoryInput(Model):
     id: str
     modified: Timestamp
@@ -816,6 +824,7 @@ ALL_MODELS: list[type[BaseModel]] = [
     Recheck,
     RuntimeEvent,
     Impact,
+    ImpactBatch,
     JobCommand,
     JobResult,
     ExecutorReport,

@@ -206,6 +206,49 @@ def decode_update(data: bytes) -> IndexUpdate:
     return IndexUpdate(h["p"], h["v"], int(h["i"]), op, h["t"], h["d"], SourcePosition(*h["src"]))
 
 
+def encode_updates(updates: list[IndexUpdate]) -> bytes:
+    """Several updates of one inventory message in one record (an ``index-updates`` record carries every
+    update one inventory sends to one index partition): what they share is written once."""
+    if not updates:
+        raise ValueError("no updates to encode")
+    first = updates[0]
+    shared = (first.image_id, first.tenant, first.digest, first.source)
+    if any((u.image_id, u.tenant, u.digest, u.source) != shared for u in updates):
+        raise ValueError("updates of one record must come from one inventory message")
+    return pack(
+        {
+            "i": first.image_id,
+            "t": first.tenant,
+            "d": first.digest,
+            "src": [first.source.partition, first.source.offset],
+            "u": [[u.package, u.version, u.op] for u in updates],
+        }
+    )
+
+
+def decode_updates(data: bytes) -> list[IndexUpdate]:
+    h, _ = unpack(data)
+    try:
+        image_id, tenant, digest = int(h["i"]), h["t"], h["d"]
+        source = SourcePosition(*h["src"])
+        out = []
+        for package, version, op in h["u"]:
+            if op not in ("add", "remove"):
+                raise StateDecodeError(f"bad index update op {op!r}")
+            out.append(IndexUpdate(package, version, image_id, op, tenant, digest, source))
+        return out
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StateDecodeError(f"bad index updates record: {exc}") from None
+
+
+def by_package(updates: Iterable[IndexUpdate]) -> dict[str, list[IndexUpdate]]:
+    """Updates grouped by package, packages sorted, each group in its original order."""
+    groups: dict[str, list[IndexUpdate]] = {}
+    for update in updates:
+        groups.setdefault(update.package, []).append(update)
+    return {package: groups[package] for package in sorted(groups)}
+
+
 # ---------------------------------------------------------------- package entries
 
 

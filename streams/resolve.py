@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from schemas.messages import (
     AdvisoryDelta,
@@ -377,6 +377,24 @@ def vex_requests(statement: VexStatement) -> list[VexPackageRequest]:
 
 def decode_vex_package_request(data: bytes) -> VexPackageRequest:
     return VexPackageRequest.model_validate_json(data)
+
+
+_ADVISORY_REQUESTS = TypeAdapter(list[AdvisoryRequest])
+_VEX_REQUESTS = TypeAdapter(list[VexPackageRequest])
+
+
+def encode_requests(requests: list[AdvisoryRequest] | list[VexPackageRequest]) -> bytes:
+    """Several requests in one record (an ``impact-requests`` record carries every request one advisory or
+    statement sends to one index partition): a JSON array of the single-request encoding."""
+    return b"[" + b",".join(encode_request(r) for r in requests) + b"]"
+
+
+def decode_advisory_requests(data: bytes) -> list[AdvisoryRequest]:
+    return _ADVISORY_REQUESTS.validate_json(data)
+
+
+def decode_vex_package_requests(data: bytes) -> list[VexPackageRequest]:
+    return _VEX_REQUESTS.validate_json(data)
 
 
 def decode_vex_digest_request(data: bytes) -> VexDigestRequest:

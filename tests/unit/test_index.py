@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,14 +19,17 @@ from streams.index import (
     apply_index_update,
     apply_index_updates,
     apply_inventory,
+    by_package,
     decode_entry,
     decode_record,
     decode_ref,
     decode_update,
+    decode_updates,
     encode_entry,
     encode_record,
     encode_ref,
     encode_update,
+    encode_updates,
     image_id_for,
 )
 
@@ -242,3 +246,35 @@ def test_replaying_a_suffix_converges(snapshots: list[set[tuple[str, str]]], dat
         for u in out.updates:
             index[u.package] = apply_index_update(index.get(u.package), u)
     assert memberships(index) == final
+
+
+_PACKAGES = st.sampled_from(["npm/a", "npm/b", "deb/openssl", "pypi/x"])
+_VERSIONS = st.sampled_from(["", "1.0.0", "2.0.0"])
+
+
+@settings(max_examples=50)
+@given(
+    before=st.sets(st.tuples(_PACKAGES, _VERSIONS)),
+    after=st.sets(st.tuples(_PACKAGES, _VERSIONS)),
+)
+def test_one_record_per_inventory_and_partition_carries_the_same_updates(
+    before: set[tuple[str, str]], after: set[tuple[str, str]]
+) -> None:
+    first = apply_inventory(None, inv(before) if before else None, source=SourcePosition(0, 1), partitions=2)
+    out = apply_inventory(first.record, inv(after), source=SourcePosition(1, 7), partitions=2)
+    if not out.updates:
+        return
+    assert decode_updates(encode_updates(out.updates)) == out.updates
+    groups = by_package(out.updates)
+    assert list(groups) == sorted({u.package for u in out.updates})
+    # One fold per package over its group equals the one-update-at-a-time fold.
+    for package, group in groups.items():
+        one_by_one = build_index([u for u in out.updates if u.package == package])[package]
+        assert apply_index_updates(None, group).versions == one_by_one.versions
+
+
+def test_updates_of_different_inventories_are_not_one_record() -> None:
+    a = IndexUpdate("npm/a", "1", 1, "add", "t", "d", SourcePosition(0, 1))
+    b = IndexUpdate("npm/b", "1", 1, "add", "t", "d", SourcePosition(0, 2))
+    with pytest.raises(ValueError, match="one inventory"):
+        encode_updates([a, b])

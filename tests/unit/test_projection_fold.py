@@ -51,6 +51,7 @@ from schemas.messages import (
     Finding,
     ImageRemoved,
     Impact,
+    ImpactBatch,
     Inventory,
     JobCommand,
     JobInputs,
@@ -391,6 +392,17 @@ def test_windows_count_jobs_images_and_impacts_once() -> None:
     assert view["impact_count"] == 1
     assert view["window_end"] == "2025-03-01T12:00:30Z"
     assert view["run_ids"] == ["run0"]
+
+
+def test_an_impact_batch_folds_like_its_impacts_one_update_per_window() -> None:
+    impacts = [impact(i) for i in range(12)]
+    one_by_one = apply_all({}, [u for n, i in enumerate(impacts) for u in fold(i, pos("impacts", n))])
+    updates = fold(ImpactBatch(impacts=impacts), pos("impacts", 0))
+    assert len({u.doc_id for u in updates}) == len(updates)
+    batched = apply_all({}, updates)
+    for doc_id, doc in one_by_one[WINDOWS].items():
+        assert window_view(batched[WINDOWS][doc_id]) == window_view(doc)
+    assert batched[WINDOWS].keys() == one_by_one[WINDOWS].keys()
 
 
 def test_window_bounds() -> None:

@@ -16,7 +16,10 @@ from schemas.messages import (
 from streams.index import ImageRef, PackageEntry, SourcePosition, apply_index_updates, apply_inventory
 from streams.resolve import (
     AdvisorySpecs,
+    decode_advisory_requests,
     decode_specs,
+    decode_vex_package_requests,
+    encode_requests,
     encode_specs,
     resolve_advisory,
     resolve_policy,
@@ -276,3 +279,20 @@ def test_runtime_start_is_an_impact_once() -> None:
     assert again is None
     state, _ = apply_runtime(state, event.model_copy(update={"state": "stopped"}))
     assert not state.running
+
+
+def test_batched_requests_round_trip() -> None:
+    delta = advisory("2.5.0").model_copy(
+        update={
+            "affected": [
+                *advisory("2.5.0").affected,
+                advisory("1.0.0").affected[0].model_copy(update={"package": "npm/b"}),
+            ]
+        }
+    )
+    _, requests = split_advisory(None, delta)
+    assert len(requests) == 2
+    assert decode_advisory_requests(encode_requests(requests)) == requests
+    vex = vex_requests(_vex([{"purl": "pkg:npm/a@1.0.0"}, {"purl": "pkg:npm/b"}]))
+    assert vex
+    assert decode_vex_package_requests(encode_requests(vex)) == vex

@@ -10,7 +10,18 @@ from typing import Any
 from aiokafka.errors import KafkaConnectionError
 
 from agents import shell
-from agents.shell import Output, apply_guarded, end_batch, keys, open_batch, publish, read, write
+from agents.shell import (
+    Output,
+    apply_guarded,
+    defer,
+    end_batch,
+    keys,
+    open_batch,
+    partition_of,
+    publish,
+    read,
+    write,
+)
 from streams.guard import decode
 
 
@@ -122,7 +133,8 @@ async def test_guarded_folds_in_one_batch_chain_through_the_overlay_and_skip_dup
     topic.ack_all()
     await batch.close(lambda attempt, exc: asyncio.sleep(0))
     assert decode(table["t"]).state == b"5"
-    assert table.log == ["t", "t"]
+    assert decode(table["t"]).positions == {"in/0": 1}
+    assert table.log == ["t"]  # one table (changelog) write per changed key per batch
     assert [v for _, v in topic.sent] == [b"2", b"5"]
 
 
@@ -144,3 +156,29 @@ async def test_outside_a_batch_and_after_it_closed_effects_are_immediate() -> No
     finally:
         shell._batch.reset(inherited)
     assert table == {"a": b"1", "b": b"2"}
+
+
+async def test_deferred_callbacks_run_after_the_batch_s_table_writes() -> None:
+    topic, table = Topic(), Table()
+    seen: list[Any] = []
+    batch, token = open_batch()
+    try:
+        await publish([Output(topic, b"k", b"v")])  # type: ignore[arg-type]
+        write(table, "a", b"1", event(0))
+        defer(lambda: seen.append(dict(table)))
+        assert seen == []
+    finally:
+        end_batch(token)
+    topic.ack_all()
+    await batch.close(lambda attempt, exc: asyncio.sleep(0))
+    assert seen == [{"a": b"1"}]
+    defer(lambda: seen.append("now"))  # outside a batch: at once
+    assert seen[-1] == "now"
+
+
+def test_partition_of_is_the_producer_s_default_partitioner() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    for key in ["pkg:npm/left-pad", "pkg:deb/debian/openssl", "tenant-a", "", "ü/ß"]:
+        for n in (1, 6, 12):
+            assert partition_of(key, n) == DefaultPartitioner()(key.encode(), list(range(n)), list(range(n)))
