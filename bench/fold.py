@@ -137,6 +137,13 @@ async def wait_consumed(
 
 
 def _ours(prefix: str, partitions: int) -> tuple[Proc, str, dict[str, str]]:
+    return ours_app(prefix, partitions)
+
+
+def ours_app(
+    prefix: str, partitions: int, *, window: int = WINDOW, grace: int = GRACE
+) -> tuple[Proc, str, dict[str, str]]:
+    """Our fold app on ``prefix``'s topics, idle flushes off: only event time closes windows."""
     app_id = f"{prefix}app"
     env = {
         "KAFKA_BOOTSTRAP": BOOTSTRAP,
@@ -144,18 +151,18 @@ def _ours(prefix: str, partitions: int) -> tuple[Proc, str, dict[str, str]]:
         "STELLA_APP_ID": app_id,
         "STELLA_PARTITIONS": str(partitions),
         "STELLA_DATA_DIR": str(common.RUN_DIR / "data"),
-        "STELLA_WINDOW_SECONDS": str(WINDOW),
-        "STELLA_GRACE_SECONDS": str(GRACE),
+        "STELLA_WINDOW_SECONDS": str(window),
+        "STELLA_GRACE_SECONDS": str(grace),
         "STELLA_IDLE_FLUSH_SECONDS": "3600",
         "STELLA_WEB_PORT": "0",
         "STELLA_LOG_LEVEL": "WARNING",
     }
     proc = Proc(["-m", "bench.fold_app"], env, common.RUN_DIR / f"{prefix}log")
-    topics = {
-        "load": ["inventory", "index-updates", "impacts", "catalog-updates"],
-        "requests": "impact-requests",
-    }
-    return proc, app_id, {"load": ",".join(topics["load"]), "requests": topics["requests"]}
+    return (
+        proc,
+        app_id,
+        {"load": "inventory,index-updates,impacts,catalog-updates", "requests": "impact-requests"},
+    )
 
 
 def _quix(prefix: str, partitions: int) -> tuple[Proc, str, dict[str, str]]:

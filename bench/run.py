@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from bench import bench_recovery, common, core, e2e, fold, onboarding, projector_rate
+from bench import bench_recovery, common, core, e2e, fold, latency, onboarding, projector_rate
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -27,6 +27,8 @@ FULL = {
     "fold": {"images": 100, "deltas": 400, "runs": 3, "partitions": 6, "pass_count": 20_000},
     # Issue 16: a tenant's first 1,000 images, then a feed re-sync of 5,000 advisories.
     "onboarding": {"images": 1000, "deltas": 5000, "runs": 1, "partitions": 6},
+    # Issue 16: W = 1 s, 0 grace, a steady 100 advisories/s for 60 s against 1,000 indexed images.
+    "latency": {"images": 1000, "rate": 100.0, "seconds": 60.0, "partitions": 6},
     "e2e": {"images": 120, "rate": 5.0, "seconds": 6.0, "burst": 50, "runs": 3},
     # Issue 15: 4 worker-shaped clients for 10 min (BENCH_PROJECTOR_SECONDS shortens it).
     "store": {"clients": 4, "seconds": float(os.environ.get("BENCH_PROJECTOR_SECONDS", "600"))},
@@ -37,6 +39,7 @@ QUICK = {
     "core": {"images": 200, "deltas": 50, "runs": 3},
     "fold": {"images": 30, "deltas": 20, "runs": 1, "partitions": 6, "pass_count": 3000},
     "onboarding": {"images": 60, "deltas": 100, "runs": 1, "partitions": 6},
+    "latency": {"images": 30, "rate": 20.0, "seconds": 10.0, "partitions": 6},
     "e2e": {"images": 10, "rate": 5.0, "seconds": 4.0, "burst": 10, "runs": 1},
     "store": {"clients": 2, "seconds": 15.0},
     "recovery": {"records": 20_000, "partitions": 6},
@@ -260,6 +263,22 @@ def render(notes: list[str]) -> str:
                 f"{_fmt(common.summary(_pick(runs, 'ours.rss_mb'), 0))} / {_fmt(common.summary(_pick(runs, 'quix.rss_mb'), 0))}",
             ),
         ]
+    lat = _load("latency")
+    if lat:
+        gate = "✓" if lat.get("coverage_equal_preview") else "✗ (no figures)"
+        rows += [
+            (
+                "3c latency, ours",
+                f"advisory sent → first job command naming it, p50 / p99 / max s (W = {lat['window_s']} s, grace"
+                f" {lat['grace_s']}, {lat['rate']:.0f}/s for {lat['seconds']:.0f} s, {lat['images']:,} images)",
+                f"{lat.get('latency_p50_s')} / **{lat.get('latency_p99_s')}** / {lat.get('latency_max_s')}",
+            ),
+            (
+                "3c latency",
+                "(tenant, image, advisory) coverage equal to `streams.preview`",
+                f"{gate} ({lat.get('expected_triples', 0):,} triples, feed sent in {lat.get('send_seconds')} s)",
+            ),
+        ]
     if e:
         rows += [
             ("4 end to end", "load: inventories/s (3 batches)", _fmt(e["load_inventories_per_s"])),
@@ -353,6 +372,16 @@ def render(notes: list[str]) -> str:
             "|---|---|---|---|",
         ]
         lines += [f"| {a} | {b} | {v} | {ok} |" for a, b, v, ok in goals]
+    goals16 = issue16_rows(f, o, lat)
+    if goals16:
+        lines += [
+            "",
+            "## Issue 16: throughput, against its goals",
+            "",
+            "| figure | goal | measured (this run) | met |",
+            "|---|---|---|---|",
+        ]
+        lines += [f"| {a} | {b} | {v} | {ok} |" for a, b, v, ok in goals16]
     lines += ["", "## Settings", ""]
     if c:
         lines.append(
@@ -386,6 +415,68 @@ def render(notes: list[str]) -> str:
 
 def _met(ok: bool | None) -> str:
     return "n/a" if ok is None else ("yes" if ok else "**no**")
+
+
+def _median(node: dict[str, Any] | None) -> float | None:
+    return None if not node else node.get("median")
+
+
+def issue16_rows(
+    f: dict[str, Any] | None, o: dict[str, Any] | None, lat: dict[str, Any] | None
+) -> list[tuple[str, str, str, str]]:
+    """The issue's benchmark table: each figure of this run next to its goal (issue 16)."""
+    rows: list[tuple[str, str, str, str]] = []
+    if f:
+        ratio = _median(common.summary(_pick(f["runs"], "ratio_ours_vs_quix_deltas"), 3))
+        rows.append(
+            (
+                "ours ÷ Quix, advisory deltas/s (fold section)",
+                "≥ 1.0 (stretch 2.0)",
+                f"{ratio}",
+                _met(None if ratio is None else ratio >= 1.0),
+            )
+        )
+    if o:
+        ratio = _median(common.summary(_pick(o["runs"], "ratio_ours_vs_quix_index_updates"), 3))
+        rows.append(
+            (
+                "ours ÷ Quix, index updates/s (onboarding)",
+                "≥ 2.0",
+                f"{ratio}",
+                _met(None if ratio is None else ratio >= 2.0),
+            )
+        )
+        ours = _median(common.summary(_pick(o["runs"], "ours.index_updates_per_s"), 0))
+        limit = _median(common.summary(_pick(f["runs"], "passthrough_msgs_per_s"), 0)) if f else None
+        vs = round(ours / limit, 3) if ours and limit else None
+        rows.append(
+            (
+                "index updates/s ÷ raw passthrough records/s",
+                "≥ 0.5",
+                f"{vs} ({ours:,} ÷ {limit:,})" if vs is not None else "n/a",
+                _met(None if vs is None else vs >= 0.5),
+            )
+        )
+        rss = _median(common.summary(_pick(o["runs"], "ours.rss_mb"), 0))
+        rows.append(
+            (
+                f"worker RSS with {o['images']:,} images indexed, MB",
+                "≤ 300 MB",
+                f"{rss}",
+                _met(None if rss is None else rss <= 300),
+            )
+        )
+    if lat:
+        p99 = lat.get("latency_p99_s") if lat.get("coverage_equal_preview") else None
+        rows.append(
+            (
+                f"delta produced → job command produced, p99, W = {lat['window_s']} s",
+                "≤ 1.5 s",
+                f"{p99} s",
+                _met(None if p99 is None else p99 <= 1.5),
+            )
+        )
+    return rows
 
 
 def issue15_rows(st: dict[str, Any] | None, e: dict[str, Any] | None) -> list[tuple[str, str, str, str]]:
@@ -452,7 +543,9 @@ async def main_async(args: argparse.Namespace) -> None:
     m["config"] = cfg
     _write("machine", m)
     sections = (
-        args.only.split(",") if args.only else ["core", "fold", "onboarding", "e2e", "store", "recovery"]
+        args.only.split(",")
+        if args.only
+        else ["core", "fold", "onboarding", "latency", "e2e", "store", "recovery"]
     )
     if "core" in sections:
         print("== 1 pure core", flush=True)
@@ -463,6 +556,9 @@ async def main_async(args: argparse.Namespace) -> None:
     if "onboarding" in sections:
         print("== 3b onboarding: 1,000 images, then a feed re-sync", flush=True)
         _write("onboarding", await onboarding.run(**cfg["onboarding"]))
+    if "latency" in sections:
+        print("== 3c latency: W = 1 s, 0 grace, a steady advisory feed", flush=True)
+        _write("latency", await latency.run(**cfg["latency"]))
     if "e2e" in sections:
         print("== 4/5 end to end and replay", flush=True)
         _write("e2e", await e2e.run(**cfg["e2e"]))
@@ -491,7 +587,9 @@ async def main_async(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of the harness")
-    parser.add_argument("--only", help="comma-separated sections: core,fold,onboarding,e2e,store,recovery")
+    parser.add_argument(
+        "--only", help="comma-separated sections: core,fold,onboarding,latency,e2e,store,recovery"
+    )
     parser.add_argument("--profile", action="store_true", help="also profile our fold app and the peer")
     parser.add_argument("--render-only", action="store_true", help="rewrite RESULTS.md from results/*.json")
     args = parser.parse_args(argv)
