@@ -75,7 +75,8 @@ class Pipeline:
     @classmethod
     def create(cls, settings: Settings) -> Pipeline:
         app = faust.App(settings.app_id, **settings.faust_config())
-        rewind.install(app)  # partitions without a committed offset are read from the start (issue 17)
+        # Partitions without a committed offset are read from the start (issue 17); the fetch wait: issue 16.
+        rewind.install(app, settings.fetch_max_wait_ms)
         # A batch's table writes reach faust's producer buffer at once; past `max_messages` it logs
         # "producer buffer full" and drains. Size it to a batch's writes (it is a class attribute).
         ProducerBuffer.max_messages = max(ProducerBuffer.max_messages, 4 * settings.batch_max)

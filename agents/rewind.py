@@ -47,6 +47,8 @@ import faust
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
 
+from agents import fetch_wait
+
 log = logging.getLogger("stella.rewind")
 trace = logging.getLogger("stella.fetchtrace")  # DEBUG: per-record fetch / delivery diagnostics
 LEADER_TOPIC_SUFFIX = "-__assignor-__leader"  # faust/assignor/leader_assignor.py l.42-43
@@ -55,6 +57,12 @@ KAFKA_SCHEMES = ("kafka", "aiokafka")
 
 class RewindingConsumer(aiokafka_driver.Consumer):
     """faust's aiokafka consumer; uncommitted stream partitions are sought to their beginning."""
+
+    # `install` sets a subclass with the app's fetch wait (agents/fetch_wait.py says why).
+    thread_class: type[aiokafka_driver.AIOKafkaConsumerThread] = aiokafka_driver.AIOKafkaConsumerThread
+
+    def _new_consumer_thread(self) -> aiokafka_driver.AIOKafkaConsumerThread:
+        return self.thread_class(self, loop=self.loop, beacon=self.beacon)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -196,13 +204,21 @@ class RewindingTransport(aiokafka_driver.Transport):
     Consumer = RewindingConsumer
 
 
-def install(app: faust.App) -> None:
-    """Make `app` use RewindingConsumer. Call right after creating the app, before anything touches its
-    transport (topics do, lazily)."""
+def install(app: faust.App, fetch_max_wait_ms: int | None = None) -> None:
+    """Make `app` use RewindingConsumer (with `fetch_max_wait_ms`, when given, instead of faust's 1,500).
+    Call right after creating the app, before anything touches its transport (topics do, lazily)."""
     state = cast(Any, app)
     if state._transport is not None or state._consumer is not None:
         raise RuntimeError("rewind.install: the app's transport already exists")
     urls = list(app.conf.broker_consumer)
     if urls[0].scheme not in KAFKA_SCHEMES:
         raise RuntimeError(f"rewind.install: only the aiokafka transport is supported, not {urls[0]}")
-    app.transport = RewindingTransport(urls, app)
+    transport: type[RewindingTransport] = RewindingTransport
+    if fetch_max_wait_ms is not None:
+        consumer = type(
+            "RewindingConsumer",
+            (RewindingConsumer,),
+            {"thread_class": fetch_wait.thread_class(fetch_max_wait_ms)},
+        )
+        transport = type("RewindingTransport", (RewindingTransport,), {"Consumer": consumer})
+    app.transport = transport(urls, app)

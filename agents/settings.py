@@ -85,6 +85,9 @@ class Settings:
     # early when no record arrived for `batch_wait_ms` (the latency it may add at low rates).
     batch_max: int = 500
     batch_wait_ms: int = 5
+    # How long the broker may hold a fetch open when no data is there (faust's fixed value is 1,500 ms,
+    # which can delay a quiet partition that long: agents/fetch_wait.py).
+    fetch_max_wait_ms: int = 100
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -118,6 +121,7 @@ class Settings:
             "log_level": _env("STELLA_LOG_LEVEL", cls.log_level),
             "batch_max": _int("STELLA_BATCH_MAX", cls.batch_max),
             "batch_wait_ms": _int("STELLA_BATCH_WAIT_MS", cls.batch_wait_ms),
+            "fetch_max_wait_ms": _int("STELLA_FETCH_MAX_WAIT_MS", cls.fetch_max_wait_ms),
         }
         values.update(overrides)
         return cls(**values)
