@@ -218,11 +218,24 @@ def _set_path(doc: Document, path: str, value: Any) -> None:
             child = {}
             node[part] = child
         node = child
-    # Scalars are immutable: only containers need a copy of their own (no document shares one with an update).
-    node[leaf] = value if type(value) in _ATOMIC else copy.deepcopy(value)
+    # A copy of its own: no document shares a container with an update (or with another document).
+    node[leaf] = copy_tree(value)
 
 
-_ATOMIC = frozenset({str, int, bool, type(None)})
+def copy_tree(value: Any) -> Any:
+    """A deep copy of a JSON-shaped value (dicts, lists, scalars): what documents hold. Several times faster
+    than ``copy.deepcopy`` (no memo; scalars are returned as they are); anything else goes to deepcopy."""
+    kind = type(value)
+    if kind is dict:
+        return {k: copy_tree(v) for k, v in value.items()}
+    if kind is list:
+        return [copy_tree(v) for v in value]
+    if kind in _ATOMIC:
+        return value
+    return copy.deepcopy(value)
+
+
+_ATOMIC = frozenset({str, int, bool, float, type(None)})
 
 
 def accepts(doc: Mapping[str, Any] | None, update: DocUpdate) -> bool:
@@ -235,7 +248,7 @@ def accepts(doc: Mapping[str, Any] | None, update: DocUpdate) -> bool:
 
 def apply_update(doc: Mapping[str, Any] | None, update: DocUpdate) -> Document:
     """The document after ``update``; a rejected update returns an unchanged copy."""
-    return apply_in_place(None if doc is None else copy.deepcopy(dict(doc)), update)
+    return apply_in_place(None if doc is None else copy_tree(dict(doc)), update)
 
 
 def apply_in_place(doc: Document | None, update: DocUpdate) -> Document:
