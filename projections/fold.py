@@ -381,7 +381,7 @@ def _fold_result(msg: JobResult, pos: Position) -> list[DocUpdate]:
             "finished_at": finished,
             "verdict": msg.verdict,
             "previous_verdict": msg.previous_verdict,
-            "attempts": _dump(msg)["attempts"],
+            "attempts": msg.model_dump(mode="json", by_alias=True, include={"attempts"})["attempts"],
             "delta": msg.delta.model_dump(mode="json"),
             "counts": msg.counts.model_dump(mode="json"),
             "kev_hits": msg.kev_hits,
