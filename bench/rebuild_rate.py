@@ -240,6 +240,9 @@ async def run(
         "folded": report.folded,
         "documents": documents,
         "rebuild_seconds": round(seconds, 2),
+        # of which reading + folding (the rest: consumer start, the bulk load and index builds)
+        "read_fold_seconds": round(report.seconds - report.load_seconds, 2),
+        "load_seconds": round(report.load_seconds, 2),
         "rebuild_events_per_s": round(report.read / seconds),
         "rebuild_docs_per_s": round(rebuild_docs_per_s),
         "raw_insert_seconds": round(raw_s, 2),
