@@ -1,8 +1,9 @@
 """Reads from the broker whether the pipeline upstream of `impacts` has drained (streams.windows.idle_flush).
 
-Two cheap requests per snapshot: the app's committed offsets (OffsetFetch to the group coordinator), then
-the end offsets (ListOffsets) of the upstream topics and of `impacts`. In that order: a record written
-between the two shows as lag. Snapshots are taken only when a tick asks for one that the cached snapshot
+Three cheap requests per snapshot: the app's committed offsets (OffsetFetch to the group coordinator), then
+the end offsets (ListOffsets) of the upstream topics and of `impacts`, then the last few records of each
+`impacts` partition (where its trailing ticks start). In that order: a record written between the first two
+shows as lag. Snapshots are taken only when a tick asks for one that the cached snapshot
 cannot answer, at most one at a time.
 """
 
@@ -12,10 +13,12 @@ import asyncio
 import logging
 import time
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from agents.settings import Settings
+from schemas.messages import Tick, schema_id_of
 from streams.windows import Quiescence, lagging_partitions
 
 log = logging.getLogger("stella.quiescence")
@@ -34,6 +37,10 @@ UPSTREAM_OF_IMPACTS = (
     "impact-requests",
     "catalog-updates",
 )
+# Records read from the end of each `impacts` partition per snapshot to find where its trailing ticks start:
+# a few ticks arrive while one is handled (one per partition every idle_flush / 2 s).
+TAIL = 16
+TICK_SCHEMA = schema_id_of(Tick)
 TIMEOUT_SECONDS = 10.0  # a snapshot that takes longer answers "not quiescent": the next tick asks again
 
 
@@ -73,8 +80,12 @@ class UpstreamProbe:
             await admin.start()
             self._admin = admin
         if self._consumer is None:
+            # earliest: a tail that starts below the log start (retention) is read from the log start,
+            # never skipped to the end (which would hide the records after the tick).
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
             )
             await consumer.start()
             self._consumer = consumer
@@ -86,7 +97,34 @@ class UpstreamProbe:
             (tp.topic, tp.partition): end for tp, end in ends.items() if tp.topic != impacts_topic
         }
         impacts_end = {tp.partition: end for tp, end in ends.items() if tp.topic == impacts_topic}
-        return Quiescence(lagging_partitions(committed, upstream_ends), impacts_end)
+        ticks_from = await self._tick_tails(impacts_end)
+        return Quiescence(lagging_partitions(committed, upstream_ends), impacts_end, ticks_from)
+
+    async def _tick_tails(self, impacts_end: dict[int, int]) -> dict[int, int]:
+        """Per `impacts` partition, the offset after its last non-tick record among the last `TAIL` records
+        before `impacts_end` (or the first of them when all are ticks): from there on it holds only ticks.
+        Ticks keep arriving while a tick is handled; without this a tick followed by a newer one could
+        never flush (streams.windows, idle flush gate)."""
+        consumer = self._consumer
+        assert consumer is not None
+        parts = [tp for tp in self._impacts if impacts_end.get(tp.partition, 0) > 0]
+        start = {tp: max(0, impacts_end[tp.partition] - TAIL) for tp in parts}
+        consumer.assign(parts)
+        for tp in parts:
+            consumer.seek(tp, start[tp])
+        after_impact: dict[int, int] = {}
+        pending = set(parts)
+        while pending:
+            batch = await consumer.getmany(*pending, timeout_ms=1000)
+            for tp, records in batch.items():
+                end = impacts_end[tp.partition]
+                for record in records:
+                    if record.offset < end and not is_tick(record.key, record.value):
+                        after_impact[tp.partition] = record.offset + 1
+            for tp in list(pending):
+                if await consumer.position(tp) >= impacts_end[tp.partition]:
+                    pending.discard(tp)
+        return {tp.partition: after_impact.get(tp.partition, start[tp]) for tp in parts}
 
     async def close(self) -> None:
         admin, consumer = self._admin, self._consumer
@@ -95,3 +133,14 @@ class UpstreamProbe:
             await consumer.stop()
         if admin is not None:
             await admin.close()
+
+
+def is_tick(key: bytes | None, value: bytes | None) -> bool:
+    """A tick of the tenant stage (key ``tick``, schema ``scheduler.tick@1``), not an impact."""
+    if key != b"tick" or value is None:
+        return False
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(doc, dict) and doc.get("schema") == TICK_SCHEMA

@@ -86,7 +86,12 @@ async def _stream(
         await asyncio.gather(*futures)
     finally:
         await prod.stop()
-    return {"scheduled": scheduled, "send_lateness_max_s": max(lateness), "last": base + (count - 1) / rate}
+    return {
+        "scheduled": scheduled,
+        "send_lateness_max_s": max(lateness),
+        "last": base + (count - 1) / rate,
+        "last_sent": time.time(),
+    }
 
 
 async def _jobs_since(prefix: str, ids: set[str], settle: float = 6.0) -> list[tuple[dict[str, Any], int]]:
@@ -115,26 +120,68 @@ async def _jobs_since(prefix: str, ids: set[str], settle: float = 6.0) -> list[t
         await consumer.stop()
 
 
-async def _results_projected(prefix: str, store: MongoStore, jobs_total: int) -> bool:
-    """Every job so far has a result on Kafka and the projector's checkpoints cover all of them."""
-    topic = f"{prefix}job-results"
-    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        parts = await common.partitions(consumer, topic)
-        ends = await consumer.end_offsets(parts)
-    finally:
-        await consumer.stop()
-    if sum(ends.values()) < jobs_total:
-        return False
-    try:
-        checkpoints = await asyncio.to_thread(store.get_checkpoints, f"{prefix}app-projector")
-    except PyMongoError as exc:  # FerretDB stalls under projection load now and then: poll again
-        print(f"  checkpoint poll failed: {exc!r}", flush=True)
-        return False
-    return all(
-        checkpoints.get((tp.topic, tp.partition), -1) >= end - 1 for tp, end in ends.items() if end > 0
-    )
+class CheckpointWatch:
+    """The projector's checkpoints, polled every 0.2 s with the time of each answer."""
+
+    def __init__(self, store: MongoStore, group: str) -> None:
+        self.store, self.group = store, group
+        self.samples: list[tuple[float, dict[tuple[str, int], int]]] = []
+
+    async def run(self) -> None:
+        while True:
+            try:
+                checkpoints = await asyncio.to_thread(self.store.get_checkpoints, self.group)
+            except PyMongoError as exc:  # a stalled server: poll again
+                print(f"  checkpoint poll failed: {exc!r}", flush=True)
+            else:
+                self.samples.append((time.time(), checkpoints))
+            await asyncio.sleep(0.2)
+
+    def first_covering(self, positions: list[tuple[str, int, int]]) -> float | None:
+        """When the checkpoints first passed every (topic, partition, offset), if they have."""
+        for at, checkpoints in self.samples:
+            if all(checkpoints.get((t, p), -1) >= o for t, p, o in positions):
+                return at
+        return None
+
+
+async def _result_positions(prefix: str, job_ids: set[str]) -> list[tuple[str, int, int]] | None:
+    """Where the results of ``job_ids`` are in ``job-results``; None until every job has one."""
+    found: dict[str, tuple[str, int, int]] = {}
+    for r in await common.read_topic(f"{prefix}job-results"):
+        job_id = orjson.loads(r.value).get("job_id") if r.value else None
+        if job_id in job_ids:
+            found[job_id] = (r.topic, r.partition, r.offset)
+    return list(found.values()) if len(found) == len(job_ids) else None
+
+
+async def _hops(
+    prefix: str, sent: dict[str, Any], job_ids: set[str], projected_at: float | None
+) -> dict[str, Any]:
+    """Where the time between the last scheduled advisory and its last job result in MongoDB went: the
+    Kafka timestamp (same host clock) of the last record of each hop that belongs to the phase, in seconds
+    after the last scheduled send. impact = the index stage's impact of one of the phase's advisories
+    (``impacts``); job = the last job command (the window closed: by a later event or the idle flush);
+    result = the last job result; projected = the bench saw the projector's checkpoint pass it."""
+    ids = set(sent["scheduled"])
+    last = float(sent["last"])
+
+    def latest(records: list[Any], match: Any) -> float | None:
+        times = [r.timestamp / 1000 for r in records if r.value and match(orjson.loads(r.value))]
+        return round(max(times) - last, 2) if times else None
+
+    impacts = await common.read_topic(f"{prefix}impacts")
+    jobs = await common.read_topic(f"{prefix}jobs")
+    results = await common.read_topic(f"{prefix}job-results")
+    return {
+        "advisory_sent": round(float(sent["last_sent"]) - last, 2),
+        "impact": latest(
+            impacts, lambda d: any(x.get("id") in ids for x in d.get("reasons", []) if isinstance(x, dict))
+        ),
+        "job": latest(jobs, lambda d: d.get("job_id") in job_ids),
+        "result": latest(results, lambda d: d.get("job_id") in job_ids),
+        "projected": None if projected_at is None else round(projected_at - last, 2),
+    }
 
 
 REPLAY_PORT = 27058
@@ -225,30 +272,47 @@ async def run(images: int, rate: float, seconds: float, burst: int, runs: int) -
         out["load_index_updates_per_s"] = summary(upd_rates, 0)
         await asyncio.sleep(IDLE + 2)  # let the inventory windows flush before the measured phases
         p50s, p99s, maxes, mongo_s, sat, rss, pairs, jobs_n, lateness = [], [], [], [], [], [], [], [], []
+        hops: list[dict[str, Any]] = []
         for r in range(runs):
             tag = f"e2e{r}"
             sent = await _stream(prefix, estate, rate, seconds, tag, 100 + r)
-            jobs = await _jobs_since(prefix, set(sent["scheduled"]))
-            lat = []
-            for job, ts in jobs:
-                for reason in job["reasons"]:
-                    if reason["source"] == "advisory" and reason["id"] in sent["scheduled"]:
-                        lat.append(ts / 1000 - sent["scheduled"][reason["id"]])
-            job_ids = sorted({j["job_id"] for j, _ in jobs})
-            print(f"  run {r + 1}: {len(sent['scheduled'])} sent, {len(job_ids)} jobs", flush=True)
-            # Projected = the projector's checkpoint in MongoDB has passed every job result of the phase
-            # (one small query per poll, instead of counting documents under the projector's writes).
-            target = (await common.end_offsets([f"{prefix}jobs"]))[f"{prefix}jobs"]
-            deadline = time.time() + MONGO_WAIT_S
-            done = False
-            while time.time() < deadline:
-                proc.check()
-                done = await _results_projected(prefix, store, target)
-                if done:
-                    break
-                await asyncio.sleep(0.5)
-            mongo_s.append(time.time() - sent["last"] if done else None)
-            if not done:
+            # Watched from the last send on, while the jobs are collected: `_jobs_since` returns only after
+            # 6 s without a new job command, and polling the projection after it measured that quiet
+            # period too (14.9-33 s in the issue's run).
+            watch = CheckpointWatch(store, f"{prefix}app-projector")
+            watcher = asyncio.create_task(watch.run())
+            try:
+                jobs = await _jobs_since(prefix, set(sent["scheduled"]))
+                lat = []
+                for job, ts in jobs:
+                    for reason in job["reasons"]:
+                        if reason["source"] == "advisory" and reason["id"] in sent["scheduled"]:
+                            lat.append(ts / 1000 - sent["scheduled"][reason["id"]])
+                job_ids = sorted({j["job_id"] for j, _ in jobs})
+                print(f"  run {r + 1}: {len(sent['scheduled'])} sent, {len(job_ids)} jobs", flush=True)
+                # Projected = the projector's checkpoint in MongoDB has passed the result of every job of
+                # the phase: the first watched moment it had (one small query per poll).
+                deadline = time.time() + MONGO_WAIT_S
+                done = False
+                positions: list[tuple[str, int, int]] | None = None
+                while job_ids and time.time() < deadline:
+                    proc.check()
+                    positions = await _result_positions(prefix, set(job_ids))
+                    if positions is not None and watch.first_covering(positions) is not None:
+                        done = True
+                        break
+                    await asyncio.sleep(0.5)
+            finally:
+                watcher.cancel()
+            projected_at = watch.first_covering(positions) if done and positions is not None else None
+            mongo_s.append(projected_at - sent["last"] if projected_at is not None else None)
+            hops.append(await _hops(prefix, sent, set(job_ids), projected_at))
+            print(
+                f"  run {r + 1}: seconds after the last scheduled advisory, per hop: {hops[-1]}", flush=True
+            )
+            if not job_ids:
+                out.setdefault("mongo_incomplete", []).append(f"run {r + 1}: no job to project")
+            elif not done:
                 out.setdefault("mongo_incomplete", []).append(
                     f"run {r + 1}: not projected in {MONGO_WAIT_S:.0f} s"
                 )
@@ -284,6 +348,7 @@ async def run(images: int, rate: float, seconds: float, burst: int, runs: int) -
                 "jobs_per_run": jobs_n,
                 "send_lateness_max_ms": summary(lateness, 1),
                 "last_result_in_mongo_after_last_send_s": summary([x for x in mongo_s if x is not None], 2),
+                "last_result_hops_s": hops,
                 "saturation_deltas_per_s": summary(sat, 1),
                 "worker_rss_mb": summary([x for x in rss if x is not None], 0),
                 "worker_peak_rss_mb": proc.hwm_mb(),

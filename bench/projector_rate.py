@@ -8,7 +8,9 @@ documents it created earlier, spread over ``jobs`` and ``images``) plus 2 checkp
 latencies, batches over 1 s and 5 s, the slowest batch.
 
     python -m bench.projector_rate --clients 4 --seconds 60 [--mongo-url URL]
-    python -m bench.projector_rate --rebuild            the rebuild's write path vs raw insert_many
+
+The rebuild (``stella-sched rebuild`` itself on a generated log, against raw ``insert_many``) is
+``python -m bench.rebuild_rate``.
 """
 
 from __future__ import annotations
@@ -121,60 +123,6 @@ def _loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def rebuild_rate(url: str, events: int = 200_000, docs: int = 20_000) -> dict[str, Any]:
-    """The rebuild's write path against raw ``insert_many`` on the same server: ``events`` guarded updates
-    over ``docs`` documents folded in memory (``MemoryStore``, the rebuild's fold target) and written with
-    ``MongoStore.load_memory``; then the same documents inserted raw (unordered, 1,000 per command) into
-    another fresh database. Reading Kafka is not part of this figure (section 5 measures the whole rebuild)."""
-    from projections.store import MemoryStore
-
-    rng = random.Random(7)
-    updates = [
-        DocUpdate(
-            "jobs",
-            f"j{rng.randrange(docs):06d}",
-            f"jobs:{i % 6}",
-            i,
-            set={"status": f"s{i % 7}", "tenant": "bench", "run_id": f"r{i % 13}"},
-            max={"seq": i},
-        )
-        for i in range(events)
-    ]
-    client: MongoClient[dict[str, Any]] = MongoClient(url, socketTimeoutMS=600_000)
-    load_start = _loadavg()
-    try:
-        started = time.perf_counter()
-        memory = MemoryStore()
-        for start in range(0, events, 1000):
-            memory.apply_documents(updates[start : start + 1000])
-        fold_s = time.perf_counter() - started
-        store = MongoStore(client, f"bench_rebuild_{uuid.uuid4().hex[:8]}")
-        store.load_memory(memory)
-        rebuild_s = time.perf_counter() - started
-        written = memory.dump("jobs")
-        raw_db = client[f"bench_raw_{uuid.uuid4().hex[:8]}"]
-        started = time.perf_counter()
-        for start in range(0, len(written), 1000):
-            raw_db.jobs.insert_many(written[start : start + 1000], ordered=False)
-        raw_s = time.perf_counter() - started
-    finally:
-        client.close()
-    return {
-        "events": events,
-        "documents": len(written),
-        "fold_seconds": round(fold_s, 2),
-        "rebuild_seconds": round(rebuild_s, 2),
-        "rebuild_events_per_s": round(events / rebuild_s),
-        "load_seconds": round(rebuild_s - fold_s, 2),
-        "load_docs_per_s": round(len(written) / (rebuild_s - fold_s)),
-        "raw_insert_docs_per_s": round(len(written) / raw_s),
-        # the write path alone (load_memory, indexes included) against raw insert_many of the same documents
-        "load_ratio_vs_raw": round(raw_s / (rebuild_s - fold_s), 2),
-        "loadavg_start": load_start,
-        "loadavg_end": _loadavg(),
-    }
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mongo-url", default=MONGO_URL)
@@ -182,12 +130,8 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--updates", type=int, default=40, help="guarded updates per batch (default 40)")
     p.add_argument("--chunk", type=int, default=MAX_WRITES_PER_COMMAND, help="updates per write command")
-    p.add_argument("--rebuild", action="store_true", help="measure the rebuild write path instead")
     args = p.parse_args()
-    if args.rebuild:
-        print(rebuild_rate(args.mongo_url))
-    else:
-        print(measure(args.mongo_url, args.clients, args.seconds, args.updates, args.chunk))
+    print(measure(args.mongo_url, args.clients, args.seconds, args.updates, args.chunk))
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ class Report:
     read: int = 0
     folded: int = 0
     seconds: float = 0.0
+    load_seconds: float = 0.0  # of `seconds`: the bulk load and index builds after the last read
     switched: bool = False
     dropped: bool = False
     dry_run: bool = False
@@ -62,6 +63,7 @@ class Report:
             "read": self.read,
             "folded": self.folded,
             "seconds": round(self.seconds, 3),
+            "load_seconds": round(self.load_seconds, 3),
             "switched": self.switched,
             "dropped": self.dropped,
             "dry_run": self.dry_run,
@@ -257,7 +259,9 @@ async def rebuild(
                     bar.update(count)
             finally:
                 bar.close()
+            loading = time.perf_counter()
             await asyncio.to_thread(store.load_memory, memory)
+            report.load_seconds = time.perf_counter() - loading
             report.seconds = time.perf_counter() - started
         finally:
             await consumer.stop()

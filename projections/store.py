@@ -26,7 +26,7 @@ from projections.fold import (
     DocUpdate,
     Position,
     State,
-    apply_update,
+    apply_in_place,
     checkpoint_id,
     fold_batch,
     get_path,
@@ -166,7 +166,7 @@ class MemoryStore:
     def apply_documents(self, updates: Sequence[DocUpdate]) -> None:
         for update in updates:
             docs = self.state.setdefault(update.collection, {})
-            docs[update.doc_id] = apply_update(docs.get(update.doc_id), update)
+            docs[update.doc_id] = apply_in_place(docs.get(update.doc_id), update)
 
     def write_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
         for cp in checkpoints:

@@ -8,6 +8,7 @@ Numbers that end up in signed payloads are integers or strings (CVSS scores trav
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Annotated, Literal, get_args
 
@@ -848,6 +849,7 @@ ALL_MODELS: list[type[BaseModel]] = [
 ]
 
 
+@functools.cache  # every decode asks (codec.decode); a class's schema id never changes
 def schema_id_of(model: type[BaseModel]) -> str:
     field = model.model_fields.get("schema_id")
     if field is None:

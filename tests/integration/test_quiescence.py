@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from agents.quiescence import UpstreamProbe
 from agents.settings import Settings
+from schemas.codec import encode
+from schemas.messages import Tick
+from streams.windows import FlushDecision, idle_flush
 from tests.integration.kit import create_topics, produce
 
 
@@ -46,3 +51,45 @@ async def test_a_record_not_yet_committed_is_lag_and_its_commit_drains_it(
         assert drained.lagging == ()
     finally:
         await probe.close()
+
+
+async def test_ticks_after_the_last_impact_are_told_apart_from_impacts(
+    kafka_bootstrap: str, prefix: str
+) -> None:
+    """`ticks_from`: where the trailing ticks of each `impacts` partition start (the idle-flush gate lets a
+    tick followed only by ticks flush)."""
+    await create_topics(kafka_bootstrap, prefix, partitions=2)
+    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=prefix, partitions=2)
+    probe = UpstreamProbe(settings, f"{prefix}app")
+    impacts = f"{prefix}impacts"
+
+    def tick(partition: int) -> tuple[bytes, bytes]:
+        return b"tick", encode(Tick(partition=partition, at=datetime(2026, 1, 1, tzinfo=UTC)))
+
+    try:
+        # partition 0: tick, impact, tick, tick -> only ticks from offset 2
+        # (an impact keyed "tick" is still an impact: the schema decides)
+        await _produce_to(
+            kafka_bootstrap, impacts, 0, [tick(0), (b"tick", b'{"schema": "scheduler.impact@1"}')]
+        )
+        await _produce_to(kafka_bootstrap, impacts, 0, [tick(0), tick(0)])
+        # partition 1: ticks only -> from its first offset
+        await _produce_to(kafka_bootstrap, impacts, 1, [tick(1), tick(1)])
+        snapshot = await probe.refresh(min_interval=0)
+        assert snapshot is not None
+        assert snapshot.impacts_end == {0: 4, 1: 2}
+        assert snapshot.ticks_from == {0: 2, 1: 0}
+        assert idle_flush(5, 3, 300, snapshot, 0, 2) is FlushDecision.FLUSH
+        assert idle_flush(5, 3, 300, snapshot, 0, 0) is FlushDecision.WAIT  # the impact at 1 follows it
+    finally:
+        await probe.close()
+
+
+async def _produce_to(bootstrap: str, topic: str, partition: int, items: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value in items:
+            await producer.send_and_wait(topic, value, key=key, partition=partition)
+    finally:
+        await producer.stop()

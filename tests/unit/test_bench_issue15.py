@@ -7,7 +7,7 @@ from typing import Any
 from bench.run import issue15_rows
 
 
-def _store(rate: float, over_1s: int, ratio: float) -> dict[str, Any]:
+def _store(rate: float, over_1s: int, ratio: float, rebuild_rate: float = 21_000) -> dict[str, Any]:
     return {
         "projector": {
             "clients": 4,
@@ -19,7 +19,13 @@ def _store(rate: float, over_1s: int, ratio: float) -> dict[str, Any]:
             "loadavg_start": [1.0, 1.0, 1.0],
             "loadavg_end": [2.0, 1.5, 1.0],
         },
-        "rebuild": {"load_ratio_vs_raw": ratio},
+        "rebuild": {
+            "events": 200_000,
+            "rebuild_events_per_s": rebuild_rate,
+            "ratio_vs_raw": ratio,
+            "loadavg_start": [3.0, 2.0, 1.0],
+            "loadavg_end": [4.0, 2.0, 1.0],
+        },
     }
 
 
@@ -46,7 +52,8 @@ def test_each_goal_missed_is_marked() -> None:
     assert issue15_rows(_store(1200.0, 1, 0.7), None)[0][3] == "**no**"
     rows = issue15_rows(_store(1200.0, 0, 0.4), _e2e(5.5, 21_000, incomplete=1))
     assert [r[3] for r in rows] == ["yes", "**no**", "**no**", "**no**"]
-    assert issue15_rows(None, _e2e(1.0, 19_000))[1][3] == "n/a"  # no write-path ratio without section 6
+    assert issue15_rows(_store(1200.0, 0, 0.7, rebuild_rate=19_000), None)[1][3] == "**no**"
+    assert len(issue15_rows(None, _e2e(1.0, 19_000))) == 2  # no rebuild figure without section 6
 
 
 def test_nothing_measured_renders_nothing() -> None:

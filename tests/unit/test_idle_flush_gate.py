@@ -71,3 +71,32 @@ def test_upstream_lag_or_a_record_after_the_tick_holds_the_flush_until_the_bound
     assert idle_flush(300, 3, 300, lagging, 2, 10) is FlushDecision.FORCE
     assert idle_flush(300, 3, 300, None, 2, 10) is FlushDecision.FORCE
     assert idle_flush(2, 3, 300, drained, 2, 10) is FlushDecision.WAIT
+
+
+@given(
+    st.dictionaries(st.integers(0, 5), offsets, max_size=6),
+    st.dictionaries(st.integers(0, 5), offsets, max_size=6),
+    st.integers(0, 5),
+    offsets,
+)
+def test_only_ticks_after_the_tick_is_as_good_as_nothing_after_it(
+    ends: dict[int, int], ticks_from: dict[int, int], partition: int, tick: int
+) -> None:
+    """The gate flushes when every record written after the tick (up to the snapshot's end offsets) is a
+    tick itself, and only then: an impact after the tick, or a snapshot from before it, holds the flush."""
+    snapshot = Quiescence((), ends, ticks_from)
+    decision = idle_flush(5, 3, 300, snapshot, partition, tick)
+    end = ends.get(partition)
+    quiet = end is not None and end > tick and (end == tick + 1 or ticks_from.get(partition, end) <= tick + 1)
+    assert (decision is FlushDecision.FLUSH) == quiet
+    if quiet:
+        assert covers(snapshot, partition, tick)
+
+
+def test_ticks_written_after_the_tick_do_not_hold_the_flush_but_an_impact_does() -> None:
+    # offsets 11 and 12 are ticks written while tick 10 was handled: flush
+    assert idle_flush(5, 3, 300, Quiescence((), {2: 13}, {2: 11}), 2, 10) is FlushDecision.FLUSH
+    # offset 11 is an impact (only 12 is a tick): wait for it to be folded
+    assert idle_flush(5, 3, 300, Quiescence((), {2: 13}, {2: 12}), 2, 10) is FlushDecision.WAIT
+    # another partition's tail says nothing about this one
+    assert idle_flush(5, 3, 300, Quiescence((), {2: 13}, {3: 0}), 2, 10) is FlushDecision.WAIT

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import zlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +29,7 @@ from projections.fold import (
     State,
     accepts,
     apply_all,
+    apply_in_place,
     apply_update,
     field_key,
     fold,
@@ -301,6 +303,45 @@ def test_projector_with_checkpoints_converges(data: st.DataObject, specs: list[A
     assert {k: v for k, v in store.state.items() if v} == reference(log)
     for _, pos in log:
         assert store.get_checkpoint("g", pos.topic, pos.partition) is not None
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), specs=event_specs)
+def test_apply_in_place_is_apply_update_without_the_copy(data: st.DataObject, specs: list[Any]) -> None:
+    """Any delivery (redeliveries and rejected updates included): the in-place fold the MemoryStore (and so
+    a rebuild) uses gives the same documents as the copying one, and no document shares a container with
+    an update (changing a folded document cannot change a later fold)."""
+    updates = [
+        u for msg, pos in data.draw(deliveries(positioned(specs))) for u in fold(msg, pos, window_seconds=W)
+    ]
+    snapshot = copy.deepcopy(updates)
+    copied: State = {}
+    in_place: State = {}
+    for update in updates:
+        docs = copied.setdefault(update.collection, {})
+        before = docs.get(update.doc_id)
+        frozen = copy.deepcopy(before)
+        docs[update.doc_id] = apply_update(before, update)
+        assert before == frozen  # apply_update leaves its input alone
+        mine = in_place.setdefault(update.collection, {})
+        mine[update.doc_id] = apply_in_place(mine.get(update.doc_id), update)
+        assert in_place == copied
+    for docs in in_place.values():
+        for doc in docs.values():
+            _scribble(doc)
+    assert updates == snapshot
+
+
+def _scribble(node: Any) -> None:
+    """Change every container inside a document."""
+    if isinstance(node, dict):
+        for value in list(node.values()):
+            _scribble(value)
+        node["scribbled"] = True
+    elif isinstance(node, list):
+        for value in node:
+            _scribble(value)
+        node.append("scribbled")
 
 
 # ---------------------------------------------------------------- examples
