@@ -27,6 +27,7 @@ PER_THREAD = 50
 CLIENTS = 4
 DOCS = 5
 ROUNDS = 40
+UPSERTED = 20
 
 
 @pytest.fixture
@@ -118,3 +119,25 @@ def test_concurrent_guarded_updates_of_overlapping_documents_are_all_kept(
     assert not lost, f"{len(lost)} of {DOCS * CLIENTS * ROUNDS} updates lost, e.g. {lost[:5]}"
     for doc_id in doc_ids:
         assert found[doc_id][POS] == {f"jobs:{c}": ROUNDS - 1 for c in range(CLIENTS)}
+
+
+def test_concurrent_upserts_of_missing_documents_all_apply(
+    clients: list[MongoClient[dict[str, Any]]], db_name: str
+) -> None:
+    """Racing upserts of one missing `_id`: one inserts, the others update it (none fails on the unique
+    index, as FerretDB did before fix 5, and none is lost)."""
+    clients[0][db_name].create_collection("docs")
+
+    def worker(t: int) -> Callable[[], None]:
+        docs = clients[t][db_name]["docs"]
+
+        def work() -> None:
+            for i in range(UPSERTED):
+                docs.update_one({"_id": f"k{i}"}, {"$inc": {"n": 1}}, upsert=True)
+
+        return work
+
+    _together([worker(t) for t in range(THREADS)])
+
+    counts = {doc["_id"]: doc["n"] for doc in clients[0][db_name]["docs"].find()}
+    assert counts == {f"k{i}": THREADS for i in range(UPSERTED)}
