@@ -178,6 +178,8 @@ class Settings:
             # default until the chaos test (tests/integration/test_chaos.py) has shown them safe with the
             # rocksdb store: docs/partitioning.md.
             "table_standby_replicas": self.standby_replicas,
+            # A moved or wiped table partition is copied from its changelog in bulk (agents/bulk_recovery.py).
+            "TableManager": "agents.bulk_recovery:TableManager",
             "stream_wait_empty": False,
             "web_enabled": self.web_port > 0,
             "web_port": max(self.web_port, 1),

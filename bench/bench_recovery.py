@@ -43,12 +43,15 @@ TABLE = "bench"
 LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
 RESTORE_START = "Restoring state from changelog topics"
 RESTORE_DONE = "Done reading from changelog topics"
+BULK = re.compile(r"bulk recovery: (\d+) changelog records .* in ([\d.]+) s")  # agents/bulk_recovery.py
 
 
 # ---------------------------------------------------------------- child: one faust worker
 
 
-def child(app_id: str, store: str, datadir: str, bootstrap: str, partitions: int, expect: int) -> None:
+def child(
+    app_id: str, store: str, datadir: str, bootstrap: str, partitions: int, expect: int, bulk: bool
+) -> None:
     import faust
 
     from agents.rocksdb_store import register
@@ -68,6 +71,8 @@ def child(app_id: str, store: str, datadir: str, bootstrap: str, partitions: int
         consumer_auto_offset_reset="earliest",
         key_serializer="raw",  # the table's changelog holds the raw bytes produced by fill()
         value_serializer="raw",
+        # the worker's recovery (a partition copied in bulk), or faust's record by record (--faust-recovery)
+        **({"TableManager": "agents.bulk_recovery:TableManager"} if bulk else {}),
     )
     from agents.settings import Settings
 
@@ -134,6 +139,64 @@ def child_failover(app_id: str, datadir: str, bootstrap: str, partitions: int) -
         async for event in stream.events():
             table[event.key] = event.value
             print(f"HANDLED {event.message.partition} {time.time():.3f}", flush=True)
+
+    sys.argv = [sys.argv[0], "worker", "-l", "info", "--without-web"]
+    app.main()
+
+
+def child_standby(app_id: str, datadir: str, bootstrap: str, partitions: int) -> None:
+    """A worker of the bench table with one standby replica: it prints, every 0.5 s while no rebalance
+    runs, whether it holds changelog partition 0 as active or standby, and how far its standby has read."""
+    import faust
+    from faust.types import TP
+
+    from agents.rocksdb_store import register
+    from agents.settings import Settings
+
+    register()
+    app = faust.App(
+        app_id,
+        broker=f"kafka://{bootstrap}",
+        store="rocksdb://",
+        datadir=datadir,
+        topic_partitions=partitions,
+        topic_replication_factor=1,
+        web_enabled=False,
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        key_serializer="raw",
+        value_serializer="raw",
+        table_standby_replicas=1,
+        TableManager="agents.bulk_recovery:TableManager",
+    )
+    app.Table(
+        TABLE,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=partitions,
+        options=Settings(store="rocksdb://").table_options(),
+    )
+    source = app.topic(
+        f"{app_id}-source", key_serializer="raw", value_serializer="raw", partitions=partitions
+    )
+
+    @app.agent(source)
+    async def consume(stream: Any) -> None:
+        async for _ in stream:
+            pass
+
+    hot = TP(f"{app_id}-{TABLE}-changelog", 0)
+
+    @app.timer(interval=0.5)
+    async def report() -> None:
+        recovery = app.tables.recovery
+        if app.rebalancing or not recovery.completed.is_set():
+            return
+        if hot in app.assignor.assigned_actives():
+            print(f"STATE {time.time():.3f} active -1", flush=True)
+        elif hot in app.assignor.assigned_standbys():
+            print(f"STATE {time.time():.3f} standby {recovery.standby_offsets.get(hot, -1)}", flush=True)
 
     sys.argv = [sys.argv[0], "worker", "-l", "info", "--without-web"]
     app.main()
@@ -213,6 +276,7 @@ def measure(
         str(args.partitions),
         "--keys",
         str(keys),
+        *(["--faust-recovery"] if args.faust_recovery else []),
     ]
     spawned = time.time()
     with log.open("wb") as out:
@@ -229,6 +293,9 @@ def measure(
     start = next((_log_time(x) for x in text.splitlines() if RESTORE_START in x), None)
     done = next((_log_time(x) for x in text.splitlines() if RESTORE_DONE in x), None)
     restore = (done - start) if start is not None and done is not None else None
+    bulk = next((m for m in map(BULK.search, text.splitlines()) if m), None)
+    if bulk is not None:  # copied in bulk before faust's recovery, which found (almost) nothing left
+        restore = float(bulk.group(2)) + (restore or 0.0)
     return {
         "case": label,
         "store": store,
@@ -268,9 +335,85 @@ def recovery(args: argparse.Namespace, keys: int) -> dict[str, Any]:
                 if row["keys"] != keys:
                     raise SystemExit(f"{label}: recovered {row['keys']} keys, expected {keys}")
                 cases.append(row)
+            standby = None if args.skip_standby else asyncio.run(moved_to_standby(args, app_id, home))
     finally:
         asyncio.run(drop(args.bootstrap, [changelog, f"{app_id}-source", f"{app_id}-__assignor-__leader"]))
-    return {"fill_seconds": round(fill_s, 3), "cases": cases}
+    return {"fill_seconds": round(fill_s, 3), "cases": cases, "standby": standby}
+
+
+def _states(log: Path) -> list[tuple[float, str, int]]:
+    out = []
+    for line in log.read_text(errors="replace").splitlines():
+        if "STATE " in line:
+            at, state, offset = line.split("STATE ", 1)[1].split()[:3]
+            out.append((float(at), state, int(offset)))
+    return out
+
+
+def _spawn_standby(
+    args: argparse.Namespace, app_id: str, datadir: Path, log: Path
+) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable,
+        "-m",
+        "bench.bench_recovery",
+        "--child-standby",
+        app_id,
+        str(datadir),
+        "--bootstrap",
+        args.bootstrap,
+        "--partitions",
+        str(args.partitions),
+    ]
+    with log.open("wb") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+
+
+async def moved_to_standby(args: argparse.Namespace, app_id: str, home: Path) -> dict[str, Any]:
+    """Two workers with a standby replica each share the filled changelog: once the standby of the hot
+    partition has read it all, the active one is stopped (SIGTERM) and the time until the standby's
+    worker holds it as active, recovered, is measured."""
+    workers: list[subprocess.Popen[bytes]] = []
+    logs = [home / "standby-a.log", home / "standby-b.log"]
+    try:
+        started = time.time()
+        workers += [
+            _spawn_standby(args, app_id, home / f"standby-{n}", log)
+            for n, log in zip("ab", logs, strict=True)
+        ]
+        deadline = time.time() + args.timeout
+        active = standby = -1
+        while time.time() < deadline:
+            await asyncio.sleep(1.0)
+            for proc, log in zip(workers, logs, strict=True):
+                if proc.poll() is not None:
+                    raise SystemExit(f"a standby worker died:\n{log.read_text(errors='replace')[-3000:]}")
+            last = [_states(log)[-1:] for log in logs]
+            if all(last) and {s[0][1] for s in last} == {"active", "standby"}:
+                active = next(i for i, s in enumerate(last) if s[0][1] == "active")
+                standby = 1 - active
+                if last[standby][0][2] >= args.records - 1:  # the standby has read the whole changelog
+                    break
+        else:
+            raise SystemExit("the standby never caught up with the hot partition")
+        caught_up_s = round(time.time() - started, 1)
+        stopped_at = time.time()
+        workers[active].send_signal(signal.SIGTERM)
+        while time.time() < deadline:
+            await asyncio.sleep(0.2)
+            moved = [at for at, state, _ in _states(logs[standby]) if at >= stopped_at and state == "active"]
+            if moved:
+                return {
+                    "case": "rocksdb, moved partition to the worker holding its standby (tail only)",
+                    "sigterm_to_processing_seconds": round(moved[0] - stopped_at, 2),
+                    "standby_caught_up_after_seconds": caught_up_s,
+                }
+        raise SystemExit("the standby's worker never took the hot partition over")
+    finally:
+        for proc in workers:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(30)
 
 
 class _Child:
@@ -438,8 +581,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--skip-failover", action="store_true", help="only the restart / moved partition part"
     )
+    parser.add_argument(
+        "--faust-recovery",
+        action="store_true",
+        help="recover record by record through faust (as before agents/bulk_recovery.py) instead of in bulk",
+    )
     parser.add_argument("--skip-memory", action="store_true", help="no memory:// run (the old default)")
     parser.add_argument("--child", nargs=3, metavar=("APP", "STORE", "DATADIR"), help=argparse.SUPPRESS)
+    parser.add_argument("--skip-standby", action="store_true", help="no moved partition with a standby")
+    parser.add_argument("--child-standby", nargs=2, metavar=("APP", "DATADIR"), help=argparse.SUPPRESS)
     parser.add_argument("--child-failover", nargs=2, metavar=("APP", "DATADIR"), help=argparse.SUPPRESS)
     return parser
 
@@ -449,7 +599,11 @@ def main(argv: list[str] | None = None) -> int:
     keys = args.keys or max(1, args.records // 10)
     if args.child:
         app_id, store, datadir = args.child
-        child(app_id, store, datadir, args.bootstrap, args.partitions, keys)
+        child(app_id, store, datadir, args.bootstrap, args.partitions, keys, not args.faust_recovery)
+        return 0
+    if args.child_standby:
+        app_id, datadir = args.child_standby
+        child_standby(app_id, datadir, args.bootstrap, args.partitions)
         return 0
     if args.child_failover:
         app_id, datadir = args.child_failover
