@@ -12,15 +12,19 @@ changelog partitions, `BulkRecovery` reads every lagging one with a plain group-
 writes each fetched batch, with the partition's applied offset, in one RocksDB write batch (atomic: the
 offset never runs ahead of the data). faust then finds nothing, or only a short tail, left to recover.
 
-Bounds: faust runs this step under `broker_request_timeout` (a timeout there stops recovery for good), so
-the copy stops after `BUDGET` of it and faust's own path reads the rest; a new rebalance stops it too.
-Tables faust's path must see record by record (another store, an `on_changelog_event` callback) and brokers
-with credentials are left to faust. Standby partitions are not copied here: faust starts them after the
-actives, in the background, and this step delays the worker's readiness.
+Bounds: faust runs each recovery step under `broker_request_timeout` (40 s), and a step that times out
+stops recovery for good (a worker that never gets ready). A copy of 1M records took 40 s on the loaded
+machine, so the step holding the copy is waited for without that timeout (`_wait`); the copy itself stops
+when no record arrived for `broker_request_timeout` (faust's own path reads what is left) or when a new
+rebalance starts, and faust's seek after it keeps its timeout. Tables faust's path must see record by
+record (another store, an `on_changelog_event` callback) and brokers with credentials are left to faust.
+Standby partitions are not copied here: faust starts them after the actives, in the background, and this
+step delays the worker's readiness.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from time import monotonic
@@ -28,7 +32,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.tables import TableManager as FaustTableManager
-from faust.tables.recovery import Recovery
+from faust.tables.recovery import Recovery, ServiceStopped
 from rocksdict import WriteBatch
 
 from agents.rocksdb_store import Store
@@ -36,10 +40,9 @@ from streams.catch_up import applied_after, behind
 
 log = logging.getLogger("stella.recovery")
 
-BUDGET = 0.75  # of broker_request_timeout, the bound faust puts on the step this runs in
 FETCH_BYTES = 64 << 20
 PARTITION_FETCH_BYTES = 16 << 20
-TURN_RECORDS = 20_000  # records written per loop turn (the loop also runs heartbeats' bookkeeping, web)
+TURN_RECORDS = 5_000  # records decoded and written per loop turn: the loop also runs timers and the web
 
 
 def write_raw(store: Store, db: Any, records: Sequence[tuple[bytes, bytes | None]], offset: int) -> None:
@@ -56,10 +59,21 @@ def write_raw(store: Store, db: Any, records: Sequence[tuple[bytes, bytes | None
 
 
 class BulkRecovery(Recovery):
+    async def _wait(self, coro: Any, timeout: Any = None) -> None:
+        if getattr(coro, "cr_code", None) is BulkRecovery._seek_offsets.__code__:
+            timeout = None  # bounded by progress (_bulk), then by faust's timeout (below)
+        await super()._wait(coro, timeout=timeout)
+
     async def _seek_offsets(self, consumer: Any, tps: Any, offsets: Any, title: str) -> None:
         if title == "active":
             await self._bulk(set(tps), offsets)
-        await super()._seek_offsets(consumer, tps, offsets, title)
+        try:
+            await asyncio.wait_for(
+                super()._seek_offsets(consumer, tps, offsets, title),
+                timeout=float(self.app.conf.broker_request_timeout),
+            )
+        except TimeoutError:
+            raise ServiceStopped() from None  # what faust's `_wait` makes of a timed-out step
 
     def _bootstrap(self) -> str | None:
         if self.app.conf.broker_credentials is not None:
@@ -78,7 +92,8 @@ class BulkRecovery(Recovery):
         if bootstrap is None or not todo:
             return
         started = monotonic()
-        deadline = started + BUDGET * float(self.app.conf.broker_request_timeout)
+        patience = float(self.app.conf.broker_request_timeout)
+        progress_at = started
         by_kafka = {TopicPartition(tp.topic, tp.partition): tp for tp in todo}
         kafka_consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
@@ -96,7 +111,9 @@ class BulkRecovery(Recovery):
             # the copy never puts a revoked partition back among the store's assigned databases.
             dbs = {tp: stores[tp]._db_for_partition(tp.partition) for tp in todo}
             pending = set(by_kafka)
-            while pending and monotonic() < deadline and not self.signal_recovery_start.is_set():
+            while (
+                pending and monotonic() - progress_at < patience and not self.signal_recovery_start.is_set()
+            ):
                 fetched = await kafka_consumer.getmany(*pending, timeout_ms=500, max_records=TURN_RECORDS)
                 for ktp, records in fetched.items():
                     if records:
@@ -105,6 +122,7 @@ class BulkRecovery(Recovery):
                         write_raw(stores[tp], dbs[tp], [(r.key, r.value) for r in records], last)
                         offsets[tp] = last
                         copied[tp] += len(records)
+                        progress_at = monotonic()
                 for ktp in list(pending):
                     tp = by_kafka[ktp]
                     done = applied_after(

@@ -173,11 +173,10 @@ class Settings:
             "producer_acks": -1,
             "producer_max_request_size": self.max_message_bytes * 2,
             "table_cleanup_interval": 30.0,
-            # Standby replicas were turned off as the suspected cause of lost impacts after a rebalance; the
-            # cause was elsewhere (uncommitted partitions not rewound: agents/rewind.py). They stay off by
-            # default until the chaos test (tests/integration/test_chaos.py) has shown them safe with the
-            # rocksdb store: docs/partitioning.md.
-            "table_standby_replicas": self.standby_replicas,
+            # Only with the rocksdb store, which keeps a standby partition in a database of its own that table
+            # iteration skips (`_dbs_for_actives`); the memory store iterates standby keys with its own, so
+            # the job stage's reconcile timer would run other workers' jobs. docs/partitioning.md.
+            "table_standby_replicas": self.standby_replicas if self.store.startswith("rocksdb") else 0,
             # A moved or wiped table partition is copied from its changelog in bulk (agents/bulk_recovery.py).
             "TableManager": "agents.bulk_recovery:TableManager",
             "stream_wait_empty": False,

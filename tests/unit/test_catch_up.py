@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import faust
+from faust.tables.recovery import Recovery
 from faust.types import TP
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.bulk_recovery import TableManager, write_raw
+from agents.bulk_recovery import BulkRecovery, TableManager, write_raw
 from agents.rocksdb_store import Store
 from agents.settings import Settings
 from streams.catch_up import applied_after, behind
@@ -78,3 +80,25 @@ async def test_write_raw_equals_faust_apply_changelog_batch(tmp_path: Path) -> N
     write_raw(store, db, [], 44)  # a compacted tail: only the offset moves
     assert store.persisted_offset(TP(topic, 1)) == 44
     await store.stop()
+
+
+async def test_only_the_seek_step_holding_the_copy_escapes_fausts_step_timeout(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    app = faust.App("unit-bulk-wait", **Settings(data_dir=str(tmp_path), web_port=0).faust_config())
+    recovery = app.tables.recovery
+    assert isinstance(recovery, BulkRecovery)
+    seen: list[float | None] = []
+
+    async def fake_wait(self: Recovery, coro: Any, timeout: float | None = None) -> None:
+        seen.append(timeout)
+        coro.close()
+
+    monkeypatch.setattr(Recovery, "_wait", fake_wait)
+
+    async def other() -> None:
+        return None
+
+    await recovery._wait(recovery._seek_offsets(None, set(), {}, "active"), timeout=40.0)
+    await recovery._wait(other(), timeout=40.0)
+    assert seen == [None, 40.0]
