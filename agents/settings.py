@@ -61,8 +61,9 @@ class Settings:
     # processes); empty: "port<web_port>", so workers started with different --web-port differ.
     worker_name: str = ""
     # Standby replicas keep a copy of other workers' table partitions warm (a moved partition is then
-    # read from its standby's offset, not from 0). Off until the chaos test proves them safe (issue 17).
-    standby_replicas: int = 0
+    # read from its standby's offset, not from 0). On since the chaos test passed with them (issue 17,
+    # docs/partitioning.md); rocksdb store only (faust_config).
+    standby_replicas: int = 1
     window_seconds: int = 30
     grace_seconds: int = 5
     idle_flush_seconds: int = 10

@@ -7,11 +7,16 @@ What a restarted, rebalanced or replaced worker pays before it processes again (
   partition (one hot partition is the worst case of a move; the others stay empty), produced with aiokafka.
   Then a worker process (``--child``, the project's table options) recovers it:
   ``memory://`` (what every restart and every moved partition cost before the rocksdb default), ``rocksdb://``
-  with an empty data directory (local state deleted, or a partition moved to a worker that never held it:
-  standby replicas are off), and ``rocksdb://`` again on the data directory the previous run left (local state
+  with an empty data directory (local state deleted, or a partition moved to a worker that never held it nor
+  its standby: copied in bulk, agents/bulk_recovery.py; ``--faust-recovery``: faust's record-by-record
+  recovery instead), and ``rocksdb://`` again on the data directory the previous run left (local state
   intact: only the changelog tail past the persisted offset is read). Figures: process start → table
-  recovered (the worker's agents run from then on), faust's own restore time from its log
-  (``Restoring state from changelog topics...`` → ``Done reading from changelog topics``), peak RSS.
+  recovered (the worker's agents run from then on), the restore time from the log (the bulk copy's, plus
+  faust's ``Restoring state from changelog topics...`` → ``Done reading from changelog topics``), peak RSS.
+* **moved to its standby** (``--skip-standby`` to leave out): two workers with a standby replica each share
+  the filled changelog; once the standby of the hot partition has read it all (through faust's standby
+  path: minutes for 1M records), its owner is stopped (SIGTERM) and the time until the standby's worker
+  holds the partition, recovered, is measured.
 * **failover**: two worker processes share a 6-partition source topic (and a co-partitioned rocksdb table)
   while a record per partition is produced every 100 ms; one is SIGKILLed (then, in a second round, the
   survivor's new partner is stopped with SIGTERM) and the time until the survivor handles records of
