@@ -12,27 +12,25 @@ changelog partitions, `BulkRecovery` reads every lagging one with a plain group-
 writes each fetched batch, with the partition's applied offset, in one RocksDB write batch (atomic: the
 offset never runs ahead of the data). faust then finds nothing, or only a short tail, left to recover.
 
-Bounds: faust runs each recovery step under `broker_request_timeout` (40 s), and a step that times out
-stops recovery for good (a worker that never gets ready). A copy of 1M records took 40 s on the loaded
-machine, so the step holding the copy is waited for without that timeout (`_wait`); the copy itself stops
-when no record arrived for `broker_request_timeout` (faust's own path reads what is left) or when a new
-rebalance starts, and faust's seek after it keeps its timeout. Tables faust's path must see record by
-record (another store, an `on_changelog_event` callback) and brokers with credentials are left to faust.
-Standby partitions are not copied here: faust starts them after the actives, in the background, and this
-step delays the worker's readiness.
+Bounds: the copy stops when no record arrived for `broker_request_timeout` (faust's own path reads what is
+left) or when a new rebalance starts. faust would also stop the whole step after `broker_request_timeout`
+(40 s; a copy of 1M records took 37-40 s on the loaded machine), and a step that runs over ends recovery for
+good; `BulkRecovery._wait` lifts that bound for every step. Tables faust's path must see record by record
+(another store, an `on_changelog_event` callback) and brokers with credentials are left to faust. Standby
+partitions are not copied here: faust starts them after the actives, in the background, and this step
+delays the worker's readiness.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
-from time import monotonic
+from time import monotonic, process_time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.tables import TableManager as FaustTableManager
-from faust.tables.recovery import Recovery, ServiceStopped
+from faust.tables.recovery import Recovery
 from rocksdict import WriteBatch
 
 from agents.rocksdb_store import Store
@@ -60,20 +58,26 @@ def write_raw(store: Store, db: Any, records: Sequence[tuple[bytes, bytes | None
 
 class BulkRecovery(Recovery):
     async def _wait(self, coro: Any, timeout: Any = None) -> None:
-        if getattr(coro, "cr_code", None) is BulkRecovery._seek_offsets.__code__:
-            timeout = None  # bounded by progress (_bulk), then by faust's timeout (below)
-        await super()._wait(coro, timeout=timeout)
+        """faust bounds every recovery step by `broker_request_timeout` and turns one that runs over into
+        `ServiceStopped`: the recovery task ends for good, and the worker stays in the group, heartbeating,
+        holding partitions it never processes again (chaos seed 691658: the seek to committed offsets took
+        50 s at load ~20, the worker idled until the test gave up). A step is waited for until it ends,
+        the service stops, or a new rebalance starts (faust's other two exits); a slow one is logged."""
+        started = monotonic()
+        try:
+            await super()._wait(coro, timeout=None)
+        finally:
+            took = monotonic() - started
+            if timeout is not None and took > float(timeout):
+                name = getattr(coro, "__qualname__", repr(coro))
+                log.warning(
+                    "recovery step %s took %.0f s (faust would have given up after %s s)", name, took, timeout
+                )
 
     async def _seek_offsets(self, consumer: Any, tps: Any, offsets: Any, title: str) -> None:
         if title == "active":
             await self._bulk(set(tps), offsets)
-        try:
-            await asyncio.wait_for(
-                super()._seek_offsets(consumer, tps, offsets, title),
-                timeout=float(self.app.conf.broker_request_timeout),
-            )
-        except TimeoutError:
-            raise ServiceStopped() from None  # what faust's `_wait` makes of a timed-out step
+        await super()._seek_offsets(consumer, tps, offsets, title)
 
     def _bootstrap(self) -> str | None:
         if self.app.conf.broker_credentials is not None:
@@ -91,7 +95,7 @@ class BulkRecovery(Recovery):
         todo = behind({tp: offsets[tp] for tp in stores}, dict(self.active_highwaters))
         if bootstrap is None or not todo:
             return
-        started = monotonic()
+        started, cpu = monotonic(), process_time()
         patience = float(self.app.conf.broker_request_timeout)
         progress_at = started
         by_kafka = {TopicPartition(tp.topic, tp.partition): tp for tp in todo}
@@ -138,10 +142,11 @@ class BulkRecovery(Recovery):
         total = sum(copied.values())
         left = sum(1 for tp in todo if offsets[tp] < self.active_highwaters[tp])
         log.info(
-            "bulk recovery: %d changelog records into %d table partitions in %.1f s%s",
+            "bulk recovery: %d changelog records into %d table partitions in %.1f s (%.1f s CPU)%s",
             total,
             len(todo),
             monotonic() - started,
+            process_time() - cpu,
             f"; {left} partition(s) left to faust's recovery" if left else "",
         )
 

@@ -48,7 +48,9 @@ TABLE = "bench"
 LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
 RESTORE_START = "Restoring state from changelog topics"
 RESTORE_DONE = "Done reading from changelog topics"
-BULK = re.compile(r"bulk recovery: (\d+) changelog records .* in ([\d.]+) s")  # agents/bulk_recovery.py
+BULK = re.compile(
+    r"bulk recovery: (\d+) changelog records .* in ([\d.]+) s \(([\d.]+) s CPU\)"
+)  # bulk_recovery
 
 
 # ---------------------------------------------------------------- child: one faust worker
@@ -108,7 +110,9 @@ def child(
         reported = True
         size = sum(1 for _ in table)
         result = {"started": started, "ready": time.time(), "keys": size, "expect_keys": expect}
-        result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
+        result["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 1)  # the machine's load aside
         print("RECOVERED " + json.dumps(result), flush=True)
         # A clean stop (it leaves the group): after os._exit the next run's join waited out the dead
         # member's session timeout (10 s) and the "intact" restart measured that.
@@ -299,17 +303,21 @@ def measure(
     done = next((_log_time(x) for x in text.splitlines() if RESTORE_DONE in x), None)
     restore = (done - start) if start is not None and done is not None else None
     bulk = next((m for m in map(BULK.search, text.splitlines()) if m), None)
+    restore_cpu = None
     if bulk is not None:  # copied in bulk before faust's recovery, which found (almost) nothing left
         restore = float(bulk.group(2)) + (restore or 0.0)
+        restore_cpu = float(bulk.group(3))
     return {
         "case": label,
         "store": store,
         "keys": child_report["keys"],
         "restore_seconds": None if restore is None else round(restore, 3),
+        "bulk_copy_cpu_seconds": restore_cpu,
         "process_start_to_ready_seconds": round(child_report["ready"] - spawned, 3),
         # without the interpreter's start and faust's imports: group join, recovery, first assignment
         "worker_start_to_ready_seconds": round(child_report["ready"] - child_report["started"], 3),
         "peak_rss_mb": child_report.get("peak_rss_mb"),
+        "cpu_seconds": child_report.get("cpu_seconds"),
     }
 
 

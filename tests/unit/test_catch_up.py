@@ -3,12 +3,13 @@ writes): a partition copied in fetched batches holds what faust's record-by-reco
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import faust
-from faust.tables.recovery import Recovery
+import pytest
+from faust.tables.recovery import Recovery, ServiceStopped
 from faust.types import TP
 from hypothesis import given
 from hypothesis import strategies as st
@@ -82,23 +83,21 @@ async def test_write_raw_equals_faust_apply_changelog_batch(tmp_path: Path) -> N
     await store.stop()
 
 
-async def test_only_the_seek_step_holding_the_copy_escapes_fausts_step_timeout(
-    tmp_path: Path, monkeypatch: Any
+async def test_a_recovery_step_slower_than_fausts_bound_completes_instead_of_ending_recovery(
+    tmp_path: Path,
 ) -> None:
+    """Chaos seed 691658: faust's `_wait` turned a 50 s seek into ServiceStopped, the recovery task ended and
+    the worker never processed its partitions again."""
     app = faust.App("unit-bulk-wait", **Settings(data_dir=str(tmp_path), web_port=0).faust_config())
     recovery = app.tables.recovery
     assert isinstance(recovery, BulkRecovery)
-    seen: list[float | None] = []
+    done: list[str] = []
 
-    async def fake_wait(self: Recovery, coro: Any, timeout: float | None = None) -> None:
-        seen.append(timeout)
-        coro.close()
+    async def slow_step(name: str) -> None:
+        await asyncio.sleep(0.3)
+        done.append(name)
 
-    monkeypatch.setattr(Recovery, "_wait", fake_wait)
-
-    async def other() -> None:
-        return None
-
-    await recovery._wait(recovery._seek_offsets(None, set(), {}, "active"), timeout=40.0)
-    await recovery._wait(other(), timeout=40.0)
-    assert seen == [None, 40.0]
+    with pytest.raises(ServiceStopped):  # faust's own
+        await Recovery._wait(recovery, slow_step("faust"), timeout=0.05)
+    await recovery._wait(slow_step("ours"), timeout=0.05)
+    assert done == ["ours"]
