@@ -61,7 +61,9 @@ class Settings:
     # processes); empty: "port<web_port>", so workers started with different --web-port differ.
     worker_name: str = ""
     # Standby replicas keep a copy of other workers' table partitions warm (a moved partition is then
-    # read from its standby's offset, not from 0). Off until the chaos test proves them safe (issue 17).
+    # read from its standby's offset, not from 0). Off by default: the chaos test passes with them, but the
+    # scale-out test's start of 3 workers ran over its bound with them (docs/partitioning.md, issue 17);
+    # rocksdb store only (faust_config).
     standby_replicas: int = 0
     window_seconds: int = 30
     grace_seconds: int = 5
@@ -177,11 +179,12 @@ class Settings:
             "producer_acks": -1,
             "producer_max_request_size": self.max_message_bytes * 2,
             "table_cleanup_interval": 30.0,
-            # Standby replicas were turned off as the suspected cause of lost impacts after a rebalance; the
-            # cause was elsewhere (uncommitted partitions not rewound: agents/rewind.py). They stay off by
-            # default until the chaos test (tests/integration/test_chaos.py) has shown them safe with the
-            # rocksdb store: docs/partitioning.md.
-            "table_standby_replicas": self.standby_replicas,
+            # Only with the rocksdb store, which keeps a standby partition in a database of its own that table
+            # iteration skips (`_dbs_for_actives`); the memory store iterates standby keys with its own, so
+            # the job stage's reconcile timer would run other workers' jobs. docs/partitioning.md.
+            "table_standby_replicas": self.standby_replicas if self.store.startswith("rocksdb") else 0,
+            # A moved or wiped table partition is copied from its changelog in bulk (agents/bulk_recovery.py).
+            "TableManager": "agents.bulk_recovery:TableManager",
             "stream_wait_empty": False,
             "web_enabled": self.web_port > 0,
             "web_port": max(self.web_port, 1),

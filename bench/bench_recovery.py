@@ -7,11 +7,16 @@ What a restarted, rebalanced or replaced worker pays before it processes again (
   partition (one hot partition is the worst case of a move; the others stay empty), produced with aiokafka.
   Then a worker process (``--child``, the project's table options) recovers it:
   ``memory://`` (what every restart and every moved partition cost before the rocksdb default), ``rocksdb://``
-  with an empty data directory (local state deleted, or a partition moved to a worker that never held it:
-  standby replicas are off), and ``rocksdb://`` again on the data directory the previous run left (local state
+  with an empty data directory (local state deleted, or a partition moved to a worker that never held it nor
+  its standby: copied in bulk, agents/bulk_recovery.py; ``--faust-recovery``: faust's record-by-record
+  recovery instead), and ``rocksdb://`` again on the data directory the previous run left (local state
   intact: only the changelog tail past the persisted offset is read). Figures: process start → table
-  recovered (the worker's agents run from then on), faust's own restore time from its log
-  (``Restoring state from changelog topics...`` → ``Done reading from changelog topics``), peak RSS.
+  recovered (the worker's agents run from then on), the restore time from the log (the bulk copy's, plus
+  faust's ``Restoring state from changelog topics...`` → ``Done reading from changelog topics``), peak RSS.
+* **moved to its standby** (``--skip-standby`` to leave out): two workers with a standby replica each share
+  the filled changelog; once the standby of the hot partition has read it all (through faust's standby
+  path: minutes for 1M records), its owner is stopped (SIGTERM) and the time until the standby's worker
+  holds the partition, recovered, is measured.
 * **failover**: two worker processes share a 6-partition source topic (and a co-partitioned rocksdb table)
   while a record per partition is produced every 100 ms; one is SIGKILLed (then, in a second round, the
   survivor's new partner is stopped with SIGTERM) and the time until the survivor handles records of
@@ -43,12 +48,17 @@ TABLE = "bench"
 LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
 RESTORE_START = "Restoring state from changelog topics"
 RESTORE_DONE = "Done reading from changelog topics"
+BULK = re.compile(
+    r"bulk recovery: (\d+) changelog records .* in ([\d.]+) s \(([\d.]+) s CPU\)"
+)  # bulk_recovery
 
 
 # ---------------------------------------------------------------- child: one faust worker
 
 
-def child(app_id: str, store: str, datadir: str, bootstrap: str, partitions: int, expect: int) -> None:
+def child(
+    app_id: str, store: str, datadir: str, bootstrap: str, partitions: int, expect: int, bulk: bool
+) -> None:
     import faust
 
     from agents.rocksdb_store import register
@@ -68,6 +78,8 @@ def child(app_id: str, store: str, datadir: str, bootstrap: str, partitions: int
         consumer_auto_offset_reset="earliest",
         key_serializer="raw",  # the table's changelog holds the raw bytes produced by fill()
         value_serializer="raw",
+        # the worker's recovery (a partition copied in bulk), or faust's record by record (--faust-recovery)
+        **({"TableManager": "agents.bulk_recovery:TableManager"} if bulk else {}),
     )
     from agents.settings import Settings
 
@@ -98,7 +110,9 @@ def child(app_id: str, store: str, datadir: str, bootstrap: str, partitions: int
         reported = True
         size = sum(1 for _ in table)
         result = {"started": started, "ready": time.time(), "keys": size, "expect_keys": expect}
-        result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
+        result["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 1)  # the machine's load aside
         print("RECOVERED " + json.dumps(result), flush=True)
         # A clean stop (it leaves the group): after os._exit the next run's join waited out the dead
         # member's session timeout (10 s) and the "intact" restart measured that.
@@ -134,6 +148,64 @@ def child_failover(app_id: str, datadir: str, bootstrap: str, partitions: int) -
         async for event in stream.events():
             table[event.key] = event.value
             print(f"HANDLED {event.message.partition} {time.time():.3f}", flush=True)
+
+    sys.argv = [sys.argv[0], "worker", "-l", "info", "--without-web"]
+    app.main()
+
+
+def child_standby(app_id: str, datadir: str, bootstrap: str, partitions: int) -> None:
+    """A worker of the bench table with one standby replica: it prints, every 0.5 s while no rebalance
+    runs, whether it holds changelog partition 0 as active or standby, and how far its standby has read."""
+    import faust
+    from faust.types import TP
+
+    from agents.rocksdb_store import register
+    from agents.settings import Settings
+
+    register()
+    app = faust.App(
+        app_id,
+        broker=f"kafka://{bootstrap}",
+        store="rocksdb://",
+        datadir=datadir,
+        topic_partitions=partitions,
+        topic_replication_factor=1,
+        web_enabled=False,
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        key_serializer="raw",
+        value_serializer="raw",
+        table_standby_replicas=1,
+        TableManager="agents.bulk_recovery:TableManager",
+    )
+    app.Table(
+        TABLE,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=partitions,
+        options=Settings(store="rocksdb://").table_options(),
+    )
+    source = app.topic(
+        f"{app_id}-source", key_serializer="raw", value_serializer="raw", partitions=partitions
+    )
+
+    @app.agent(source)
+    async def consume(stream: Any) -> None:
+        async for _ in stream:
+            pass
+
+    hot = TP(f"{app_id}-{TABLE}-changelog", 0)
+
+    @app.timer(interval=0.5)
+    async def report() -> None:
+        recovery = app.tables.recovery
+        if app.rebalancing or not recovery.completed.is_set():
+            return
+        if hot in app.assignor.assigned_actives():
+            print(f"STATE {time.time():.3f} active -1", flush=True)
+        elif hot in app.assignor.assigned_standbys():
+            print(f"STATE {time.time():.3f} standby {recovery.standby_offsets.get(hot, -1)}", flush=True)
 
     sys.argv = [sys.argv[0], "worker", "-l", "info", "--without-web"]
     app.main()
@@ -213,6 +285,7 @@ def measure(
         str(args.partitions),
         "--keys",
         str(keys),
+        *(["--faust-recovery"] if args.faust_recovery else []),
     ]
     spawned = time.time()
     with log.open("wb") as out:
@@ -229,15 +302,22 @@ def measure(
     start = next((_log_time(x) for x in text.splitlines() if RESTORE_START in x), None)
     done = next((_log_time(x) for x in text.splitlines() if RESTORE_DONE in x), None)
     restore = (done - start) if start is not None and done is not None else None
+    bulk = next((m for m in map(BULK.search, text.splitlines()) if m), None)
+    restore_cpu = None
+    if bulk is not None:  # copied in bulk before faust's recovery, which found (almost) nothing left
+        restore = float(bulk.group(2)) + (restore or 0.0)
+        restore_cpu = float(bulk.group(3))
     return {
         "case": label,
         "store": store,
         "keys": child_report["keys"],
         "restore_seconds": None if restore is None else round(restore, 3),
+        "bulk_copy_cpu_seconds": restore_cpu,
         "process_start_to_ready_seconds": round(child_report["ready"] - spawned, 3),
         # without the interpreter's start and faust's imports: group join, recovery, first assignment
         "worker_start_to_ready_seconds": round(child_report["ready"] - child_report["started"], 3),
         "peak_rss_mb": child_report.get("peak_rss_mb"),
+        "cpu_seconds": child_report.get("cpu_seconds"),
     }
 
 
@@ -268,9 +348,85 @@ def recovery(args: argparse.Namespace, keys: int) -> dict[str, Any]:
                 if row["keys"] != keys:
                     raise SystemExit(f"{label}: recovered {row['keys']} keys, expected {keys}")
                 cases.append(row)
+            standby = None if args.skip_standby else asyncio.run(moved_to_standby(args, app_id, home))
     finally:
         asyncio.run(drop(args.bootstrap, [changelog, f"{app_id}-source", f"{app_id}-__assignor-__leader"]))
-    return {"fill_seconds": round(fill_s, 3), "cases": cases}
+    return {"fill_seconds": round(fill_s, 3), "cases": cases, "standby": standby}
+
+
+def _states(log: Path) -> list[tuple[float, str, int]]:
+    out = []
+    for line in log.read_text(errors="replace").splitlines():
+        if "STATE " in line:
+            at, state, offset = line.split("STATE ", 1)[1].split()[:3]
+            out.append((float(at), state, int(offset)))
+    return out
+
+
+def _spawn_standby(
+    args: argparse.Namespace, app_id: str, datadir: Path, log: Path
+) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable,
+        "-m",
+        "bench.bench_recovery",
+        "--child-standby",
+        app_id,
+        str(datadir),
+        "--bootstrap",
+        args.bootstrap,
+        "--partitions",
+        str(args.partitions),
+    ]
+    with log.open("wb") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+
+
+async def moved_to_standby(args: argparse.Namespace, app_id: str, home: Path) -> dict[str, Any]:
+    """Two workers with a standby replica each share the filled changelog: once the standby of the hot
+    partition has read it all, the active one is stopped (SIGTERM) and the time until the standby's
+    worker holds it as active, recovered, is measured."""
+    workers: list[subprocess.Popen[bytes]] = []
+    logs = [home / "standby-a.log", home / "standby-b.log"]
+    try:
+        started = time.time()
+        workers += [
+            _spawn_standby(args, app_id, home / f"standby-{n}", log)
+            for n, log in zip("ab", logs, strict=True)
+        ]
+        deadline = time.time() + args.timeout
+        active = standby = -1
+        while time.time() < deadline:
+            await asyncio.sleep(1.0)
+            for proc, log in zip(workers, logs, strict=True):
+                if proc.poll() is not None:
+                    raise SystemExit(f"a standby worker died:\n{log.read_text(errors='replace')[-3000:]}")
+            last = [_states(log)[-1:] for log in logs]
+            if all(last) and {s[0][1] for s in last} == {"active", "standby"}:
+                active = next(i for i, s in enumerate(last) if s[0][1] == "active")
+                standby = 1 - active
+                if last[standby][0][2] >= args.records - 1:  # the standby has read the whole changelog
+                    break
+        else:
+            raise SystemExit("the standby never caught up with the hot partition")
+        caught_up_s = round(time.time() - started, 1)
+        stopped_at = time.time()
+        workers[active].send_signal(signal.SIGTERM)
+        while time.time() < deadline:
+            await asyncio.sleep(0.2)
+            moved = [at for at, state, _ in _states(logs[standby]) if at >= stopped_at and state == "active"]
+            if moved:
+                return {
+                    "case": "rocksdb, moved partition to the worker holding its standby (tail only)",
+                    "sigterm_to_processing_seconds": round(moved[0] - stopped_at, 2),
+                    "standby_caught_up_after_seconds": caught_up_s,
+                }
+        raise SystemExit("the standby's worker never took the hot partition over")
+    finally:
+        for proc in workers:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(30)
 
 
 class _Child:
@@ -438,8 +594,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--skip-failover", action="store_true", help="only the restart / moved partition part"
     )
+    parser.add_argument(
+        "--faust-recovery",
+        action="store_true",
+        help="recover record by record through faust (as before agents/bulk_recovery.py) instead of in bulk",
+    )
     parser.add_argument("--skip-memory", action="store_true", help="no memory:// run (the old default)")
     parser.add_argument("--child", nargs=3, metavar=("APP", "STORE", "DATADIR"), help=argparse.SUPPRESS)
+    parser.add_argument("--skip-standby", action="store_true", help="no moved partition with a standby")
+    parser.add_argument("--child-standby", nargs=2, metavar=("APP", "DATADIR"), help=argparse.SUPPRESS)
     parser.add_argument("--child-failover", nargs=2, metavar=("APP", "DATADIR"), help=argparse.SUPPRESS)
     return parser
 
@@ -449,7 +612,11 @@ def main(argv: list[str] | None = None) -> int:
     keys = args.keys or max(1, args.records // 10)
     if args.child:
         app_id, store, datadir = args.child
-        child(app_id, store, datadir, args.bootstrap, args.partitions, keys)
+        child(app_id, store, datadir, args.bootstrap, args.partitions, keys, not args.faust_recovery)
+        return 0
+    if args.child_standby:
+        app_id, datadir = args.child_standby
+        child_standby(app_id, datadir, args.bootstrap, args.partitions)
         return 0
     if args.child_failover:
         app_id, datadir = args.child_failover

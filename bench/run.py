@@ -350,6 +350,16 @@ def render(notes: list[str]) -> str:
                     f"**{case['process_start_to_ready_seconds']}** ({restore}; peak RSS {case['peak_rss_mb']} MB)",
                 )
             )
+        sb = rec.get("standby")
+        if sb:  # a partition moved to the worker holding its standby replica
+            rows.append(
+                (
+                    "7 recovery",
+                    f"{sb['case']}: SIGTERM of its owner → processing on the standby's worker, s"
+                    f" ({rec['records']:,} records; the standby had caught up after {sb['standby_caught_up_after_seconds']} s)",
+                    f"**{sb['sigterm_to_processing_seconds']}**",
+                )
+            )
         fo = rec["failover"]
         rows += [
             (
