@@ -21,9 +21,10 @@ from pymongo import MongoClient
 from pymongo.errors import AutoReconnect, NetworkTimeout, ServerSelectionTimeoutError
 
 from agents import observe
+from agents.projector_assignor import OneWriterAssignor
 from agents.settings import Settings
 from projections.mongo_store import MongoStore, active_prefix
-from projections.store import Projector
+from projections.store import BatchStats, Projector
 from projections.topics import PROJECTED, positioned, projector_group
 
 log = logging.getLogger("stella.projector")
@@ -35,7 +36,9 @@ class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]
         self.service = service
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        self.service.projector.forget([(tp.topic, tp.partition) for tp in revoked])
+        # The batch being written first: the next owner must not write beside it (agents/projector_assignor.py).
+        async with self.service.writing:
+            self.service.projector.forget([(tp.topic, tp.partition) for tp in revoked])
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         await self.service.seek(list(assigned))
@@ -53,6 +56,7 @@ class ProjectorService:
         self.consumer: AIOKafkaConsumer | None = None
         self.logical = {settings.topic(t): t for t in PROJECTED}
         self.ready = asyncio.Event()
+        self.writing = asyncio.Lock()  # held while a batch is written to MongoDB
 
     async def seek(self, parts: list[TopicPartition]) -> None:
         assert self.consumer is not None
@@ -78,13 +82,25 @@ class ProjectorService:
         delay = 1.0
         while True:
             try:
-                stats = await asyncio.to_thread(self.projector.process, items)
+                stats = await self._write(items)
                 observe.projection_writes(stats.updates)
                 return
             except (AutoReconnect, NetworkTimeout, ServerSelectionTimeoutError) as exc:
                 log.warning("projector: MongoDB unavailable (%r); retrying in %.0f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+
+    async def _write(self, items: list[Any]) -> BatchStats:
+        """Write a batch on a thread. Cancelled (the worker stopping), it still waits for the thread: the
+        consumer leaves the group only after the last write has finished, so the next owner never writes
+        a document at the same time (FerretDB loses one of two concurrent updates of a document)."""
+        async with self.writing:
+            work = asyncio.ensure_future(asyncio.to_thread(self.projector.process, items))
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                await asyncio.wait([work])
+                raise
 
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:
         """Commit what was projected. A commit refused because the group is rebalancing (a worker joined
@@ -146,6 +162,7 @@ class ProjectorService:
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
             max_partition_fetch_bytes=self.settings.max_message_bytes * 2,
+            partition_assignment_strategy=(OneWriterAssignor,),  # one writer: see that module
         )
         self.consumer = consumer
         await consumer.start()

@@ -36,11 +36,17 @@ from tests.integration.replay_kit import (
 LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
 RESUMED = ("Resuming flow...", "Worker ready")
 # also alone: `make test-scaleout`. About 3-5 min on a loaded 2-core machine: past the default 300 s.
-pytestmark = [pytest.mark.scaleout, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.scaleout, pytest.mark.timeout(1500)]
 
 # Session timeout 10 s (kill) + join/sync + changelog recovery (memory store: from the start). 45 s was
 # exceeded (47 s, 50 s) on the 2-core box while two chaos soaks and other helpers' suites ran beside it.
+# Asserted for the handovers only (SIGTERM, SIGKILL): "start 3" counts from the test's start, so it holds
+# topic creation and three Python workers booting and creating their RocksDB files, and "add 4th" one
+# more boot; at a load average of 20-26 both took over 90 s (session 5, 4 of 4 runs), which says nothing
+# about rebalancing. They are printed; bench/bench_recovery.py measures recovery on its own.
 REBALANCE_BOUND_S = 75.0
+BOUNDED = ("stop 1 (SIGTERM)", "kill 1 (SIGKILL)")
+SETTLE_TIMEOUT_S = 600.0  # a wait for a condition, not a bound: only a worker that never resumes fails it
 
 
 def _times(worker: Worker, needles: tuple[str, ...]) -> list[float]:
@@ -60,7 +66,7 @@ def _times(worker: Worker, needles: tuple[str, ...]) -> list[float]:
     return out
 
 
-async def _rebalanced(live: list[Worker], since: float, timeout: float = 90.0) -> float:
+async def _rebalanced(live: list[Worker], since: float, timeout: float = SETTLE_TIMEOUT_S) -> float:
     """Seconds from `since` (wall clock) until every live worker has resumed after it, and stays resumed
     (a second round of rebalancing restarts the wait)."""
     deadline = time.monotonic() + timeout
@@ -116,8 +122,8 @@ async def test_adding_and_removing_workers_while_deltas_flow(
         await asyncio.gather(extended_scenario(single), extended_scenario(scaled, membership, workers=3))
         print("rebalance seconds:", {k: round(v, 1) for k, v in timings.items()})
         assert set(timings) == {"start 3", "add 4th", "stop 1 (SIGTERM)", "kill 1 (SIGKILL)"}
-        for name, seconds in timings.items():
-            assert seconds < REBALANCE_BOUND_S, (name, seconds)
+        for name in BOUNDED:
+            assert timings[name] < REBALANCE_BOUND_S, (name, timings[name])
 
         for pipe in (single, scaled):
             skipped = await skipped_offsets(pipe, pipe.workers)
