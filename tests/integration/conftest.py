@@ -17,8 +17,9 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from pymongo import MongoClient
 
+from agents.settings import Settings
 from agents.topology import topics  # noqa: F401
-from tests.integration.kit import Worker
+from tests.integration.kit import Worker, create_topics
 from tests.integration.pipeline_kit import Deployment, Pipeline
 
 REPO = Path(__file__).resolve().parents[2]
@@ -127,6 +128,23 @@ def deployment(
         )
 
     return make
+
+
+@pytest.fixture
+def projector_settings(
+    kafka_bootstrap: str, mongo_url: str, mongo_db: tuple[MongoClient[dict[str, Any]], str], prefix: str
+) -> Settings:
+    """Settings for a ProjectorService run in the test's process: 2 partitions, topics created."""
+    settings = Settings(
+        kafka_bootstrap=kafka_bootstrap,
+        mongo_url=mongo_url,
+        mongo_db=mongo_db[1],
+        topic_prefix=prefix,
+        app_id=f"{prefix}app",
+        partitions=2,
+    )
+    asyncio.run(create_topics(kafka_bootstrap, prefix))
+    return settings
 
 
 @pytest.fixture

@@ -14,11 +14,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pymongo import MongoClient
-
 from agents.projector import ProjectorService
 from agents.settings import Settings
-from tests.integration.kit import create_topics
 
 SESSION_TIMEOUT_S = 10.0  # agents/projector.py: session_timeout_ms
 
@@ -48,19 +45,8 @@ async def hold_the_loop(service: ProjectorService, run: Callable[[], Awaitable[N
         await asyncio.gather(task, return_exceptions=True)
 
 
-def test_projector_keeps_its_membership_while_the_worker_loop_is_held(
-    kafka_bootstrap: str, mongo_url: str, mongo_db: tuple[MongoClient[dict[str, Any]], str], prefix: str
-) -> None:
-    _client, db = mongo_db
-    settings = Settings(
-        kafka_bootstrap=kafka_bootstrap,
-        mongo_url=mongo_url,
-        mongo_db=db,
-        topic_prefix=prefix,
-        app_id=f"{prefix}app",
-        partitions=2,
-    )
-    asyncio.run(create_topics(kafka_bootstrap, prefix))
+def test_projector_keeps_its_membership_while_the_worker_loop_is_held(projector_settings: Settings) -> None:
+    settings = projector_settings
     service = ProjectorService(settings)
     before, after = asyncio.run(hold_the_loop(service, service.run_on_own_loop))
     assert after == before, f"the projector was expelled from its group (generation {before} → {after})"

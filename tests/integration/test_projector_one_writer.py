@@ -8,12 +8,9 @@ import asyncio
 import time
 from typing import Any
 
-from pymongo import MongoClient
-
 from agents.projector import ProjectorService
 from agents.settings import Settings
 from projections.topics import PROJECTED
-from tests.integration.kit import create_topics
 
 
 def held(service: ProjectorService) -> int:
@@ -48,18 +45,7 @@ async def two_projectors(settings: Settings) -> tuple[int, int]:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def test_one_projector_holds_every_partition(
-    kafka_bootstrap: str, mongo_url: str, mongo_db: tuple[MongoClient[dict[str, Any]], str], prefix: str
-) -> None:
-    _client, db = mongo_db
-    settings = Settings(
-        kafka_bootstrap=kafka_bootstrap,
-        mongo_url=mongo_url,
-        mongo_db=db,
-        topic_prefix=prefix,
-        app_id=f"{prefix}app",
-        partitions=2,
-    )
-    asyncio.run(create_topics(kafka_bootstrap, prefix))
+def test_one_projector_holds_every_partition(projector_settings: Settings) -> None:
+    settings = projector_settings
     counts = asyncio.run(two_projectors(settings))
     assert sorted(counts) == [0, len(PROJECTED) * settings.partitions]
