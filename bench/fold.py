@@ -80,6 +80,19 @@ def workload(images: int, deltas: int, seed: int = 7) -> FoldWorkload:
     )
 
 
+def describe(wl: FoldWorkload, deltas: int, partitions: int) -> dict[str, Any]:
+    """The sizes a fold-shaped section reports with its runs."""
+    return {
+        "images": len(wl.estate.inventories),
+        "components": wl.estate.components,
+        "index_updates": wl.index_updates,
+        "deltas": deltas,
+        "phase2_impacts": wl.phase2_impacts,
+        "expected_jobs": len(wl.expected_jobs),
+        "partitions": partitions,
+    }
+
+
 async def group_stable(group: str, timeout: float = 90.0) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
     await admin.start()
@@ -316,13 +329,7 @@ async def run(images: int, deltas: int, runs: int, partitions: int, pass_count: 
         per_run.append(row)
     sizes = sorted(len(v) for _, v in payloads)
     return {
-        "images": images,
-        "components": wl.estate.components,
-        "index_updates": wl.index_updates,
-        "deltas": deltas,
-        "phase2_impacts": wl.phase2_impacts,
-        "expected_jobs": len(wl.expected_jobs),
-        "partitions": partitions,
+        **describe(wl, deltas, partitions),
         "passthrough_records": pass_count,
         "payload_bytes": {"min": sizes[0], "median": sizes[len(sizes) // 2], "max": sizes[-1]},
         "inventory_bytes_mean": round(sum(len(v) for _, v in wl.inventory_items) / images),

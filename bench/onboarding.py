@@ -41,13 +41,7 @@ async def run(
             row["ratio_ours_vs_quix_deltas"] = fold._ratio(ours.get("deltas_per_s"), quix.get("deltas_per_s"))
         per_run.append(row)
     return {
-        "images": images,
-        "components": wl.estate.components,
-        "index_updates": wl.index_updates,
-        "deltas": deltas,
-        "phase2_impacts": wl.phase2_impacts,
-        "expected_jobs": len(wl.expected_jobs),
-        "partitions": partitions,
+        **fold.describe(wl, deltas, partitions),
         "seconds": round(time.perf_counter() - started),
         "runs": per_run,
     }
