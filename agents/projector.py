@@ -21,7 +21,6 @@ from pymongo import MongoClient
 from pymongo.errors import AutoReconnect, NetworkTimeout, ServerSelectionTimeoutError
 
 from agents import observe
-from agents.projector_assignor import OneWriterAssignor
 from agents.settings import Settings
 from projections.mongo_store import MongoStore, active_prefix
 from projections.store import BatchStats, Projector
@@ -36,7 +35,8 @@ class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]
         self.service = service
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        # The batch being written first: the next owner must not write beside it (agents/projector_assignor.py).
+        # The batch being written first: the next owner should not write beside it (a half-written batch is
+        # redone by the next owner; finishing it first keeps the two from racing on one document).
         async with self.service.writing:
             self.service.projector.forget([(tp.topic, tp.partition) for tp in revoked])
 
@@ -162,7 +162,6 @@ class ProjectorService:
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
             max_partition_fetch_bytes=self.settings.max_message_bytes * 2,
-            partition_assignment_strategy=(OneWriterAssignor,),  # one writer: see that module
         )
         self.consumer = consumer
         await consumer.start()
