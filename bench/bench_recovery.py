@@ -56,6 +56,19 @@ BULK = re.compile(
 # ---------------------------------------------------------------- child: one faust worker
 
 
+def _idle_source(app: Any, app_id: str, partitions: int) -> None:
+    """An agent on a co-partitioned source topic that nothing is written to: a table is assigned its
+    partitions only when an agent reads a topic with the same partition count."""
+    source = app.topic(
+        f"{app_id}-source", key_serializer="raw", value_serializer="raw", partitions=partitions
+    )
+
+    @app.agent(source)
+    async def consume(stream: Any) -> None:
+        async for _ in stream:
+            pass
+
+
 def child(
     app_id: str, store: str, datadir: str, bootstrap: str, partitions: int, expect: int, bulk: bool
 ) -> None:
@@ -91,14 +104,7 @@ def child(
         options=Settings(store=store).table_options(),  # the worker's own RocksDB sizing
     )
     # The table needs an agent on a co-partitioned source topic to be assigned its partitions.
-    source = app.topic(
-        f"{app_id}-source", key_serializer="raw", value_serializer="raw", partitions=partitions
-    )
-
-    @app.agent(source)
-    async def consume(stream: Any) -> None:
-        async for _ in stream:
-            pass
+    _idle_source(app, app_id, partitions)
 
     reported = False
 
@@ -186,14 +192,7 @@ def child_standby(app_id: str, datadir: str, bootstrap: str, partitions: int) ->
         partitions=partitions,
         options=Settings(store="rocksdb://").table_options(),
     )
-    source = app.topic(
-        f"{app_id}-source", key_serializer="raw", value_serializer="raw", partitions=partitions
-    )
-
-    @app.agent(source)
-    async def consume(stream: Any) -> None:
-        async for _ in stream:
-            pass
+    _idle_source(app, app_id, partitions)
 
     hot = TP(f"{app_id}-{TABLE}-changelog", 0)
 
