@@ -39,11 +39,10 @@ logs:  ## tail the service logs
 	-@bash ops/postgres.sh logs 40
 	-@bash ops/ferretdb.sh logs 40
 
-# The multi-worker tests (scaleout, chaos) run in their own targets until `make soak` has passed 20/20 on this
-# machine with the rocksdb store (issue 17; docs/partitioning.md, "Soak record"): a test that fails one CI
-# run in several would block every submission.
-test: up promtool chromium  ## the test suite, unit and integration, against the real services (not scaleout/chaos)
-	$(PY) -m pytest -m 'not scaleout and not chaos' $(PYTEST_ARGS)
+# The multi-worker tests run here too: the scale-out test and 3 seeded chaos iterations (CHAOS_ITERATIONS);
+# `make soak` runs more of them. They joined once `make soak` passed 20/20 (docs/partitioning.md, "Soak record").
+test: up promtool chromium  ## the whole suite, unit and integration (scale-out and 3 chaos iterations included), against the real services
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 promtool:  ## install promtool (Debian's prometheus package) when missing; the alert-rule tests need it
 	@command -v promtool >/dev/null || { echo "installing promtool (apt-get install prometheus)"; \
@@ -53,7 +52,7 @@ chromium:  ## install headless Chromium and its WebDriver (Debian's chromium, ch
 	@{ command -v chromium && command -v chromedriver; } >/dev/null || { echo "installing chromium (apt-get install chromium chromium-driver)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
 
-test-scaleout: up  ## the multi-worker rebalance test (not in `make test` yet: see the comment above it)
+test-scaleout: up  ## the multi-worker rebalance test alone (also in `make test`)
 	$(PY) -m pytest -m scaleout tests/integration/test_scale_out.py $(PYTEST_ARGS)
 
 SOAK_N ?= 20
