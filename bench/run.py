@@ -397,6 +397,16 @@ def render(notes: list[str]) -> str:
             "|---|---|---|---|",
         ]
         lines += [f"| {a} | {b} | {v} | {ok} |" for a, b, v, ok in goals16]
+    goals17 = issue17_rows(rec)
+    if goals17:
+        lines += [
+            "",
+            "## Issue 17: rebalance and recovery, against its goals",
+            "",
+            "| figure | goal | measured (this run) | met |",
+            "|---|---|---|---|",
+        ]
+        lines += [f"| {a} | {b} | {v} | {ok} |" for a, b, v, ok in goals17]
     lines += ["", "## Settings", ""]
     if c:
         lines.append(
@@ -491,6 +501,63 @@ def issue16_rows(
                 _met(None if p99 is None else p99 <= 1.5),
             )
         )
+    return rows
+
+
+def issue17_rows(rec: dict[str, Any] | None) -> list[tuple[str, str, str, str]]:
+    """The issue's goals next to section 7 of this run (issue 17); the soak is `make soak`, not a bench."""
+    if not rec:
+        return []
+    rows: list[tuple[str, str, str, str]] = []
+    by_case = {c["case"]: c for c in rec["cases"]}
+    intact = [c for name, c in by_case.items() if "local state intact" in name]
+    if intact:
+        s = intact[0]["process_start_to_ready_seconds"]
+        rows.append(
+            (
+                f"restart, {rec['records']:,} records, local state intact: process start → processing, s",
+                "≤ 5 s",
+                f"{s}",
+                _met(s <= 5),
+            )
+        )
+    moved = [c for name, c in by_case.items() if "moved partition" in name]
+    if moved:
+        s = moved[0]["process_start_to_ready_seconds"]
+        standby = rec.get("standby") or {}
+        also = (
+            f"; to the worker holding its standby: {standby['sigterm_to_processing_seconds']} s"
+            if standby
+            else ""
+        )
+        rows.append(
+            (
+                f"moved partition, {rec['records']:,} changelog records (no standby: the whole changelog), s",
+                "≤ 30 s",
+                f"{s}{also}",
+                _met(s <= 30),
+            )
+        )
+    fo = rec.get("failover")
+    if fo:
+        bound = fo["session_timeout_seconds"] + 5
+        s = fo["sigkill_to_processing_seconds"]
+        rows.append(
+            (
+                "SIGKILL → partitions processing again, s",
+                f"≤ session timeout + 5 s = {bound:.0f} s",
+                f"{s}",
+                _met(s <= bound),
+            )
+        )
+    rows.append(
+        (
+            "chaos soak, 20 iterations (`make soak`; not a bench: seeds and times in docs/partitioning.md)",
+            "20/20 equal to the single-worker run",
+            "see docs/partitioning.md, Soak record",
+            "n/a",
+        )
+    )
     return rows
 
 
