@@ -54,6 +54,18 @@ log.segment.bytes=67108864
 PROPS
 }
 
+# The broker keeps one open file per partition (its active segment) plus one per connection. Test sessions
+# create topics per test and delete them when the session ends, and a 20-iteration soak adds about 60 topics
+# of 6 partitions per iteration: at the shell's usual 20,000 the broker hit "Too many open files" and shut
+# down all its log dirs (a soak of session 6, iteration 13). Raise the soft limit to as much as we may.
+raise_fd_limit() {
+  local want=1048576
+  ulimit -n "$want" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+  if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 100000 ]; then
+    log "warning: open files limit $(ulimit -n); a long test session may exhaust it (raise it with ulimit -n)"
+  fi
+}
+
 start() {
   if pid_alive "$PID_FILE"; then log "kafka already running (pid $(cat "$PID_FILE")) on $KAFKA_HOST:$KAFKA_PORT"; create_topics; return 0; fi
   if port_open "$KAFKA_HOST" "$KAFKA_PORT"; then die "port $KAFKA_HOST:$KAFKA_PORT is taken by another process; set KAFKA_PORT"; fi
@@ -65,7 +77,8 @@ start() {
     java_cmd kafka.tools.StorageTool format --standalone -t "$CLUSTER_ID" -c "$DATA_DIR/server.properties" \
       > "$DATA_DIR/logs/format.log" 2>&1 || { cat "$DATA_DIR/logs/format.log" >&2; die "kafka storage format failed"; }
   fi
-  log "starting Apache Kafka $KAFKA_VERSION on $KAFKA_HOST:$KAFKA_PORT"
+  raise_fd_limit
+  log "starting Apache Kafka $KAFKA_VERSION on $KAFKA_HOST:$KAFKA_PORT (open files limit $(ulimit -n))"
   # shellcheck disable=SC2086  # KAFKA_HEAP holds several JVM flags on purpose
   nohup java $KAFKA_HEAP -XX:+UseG1GC -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$OPS_DIR/kafka/log4j2.properties" -Dkafka.logs.dir="$DATA_DIR/logs" \
