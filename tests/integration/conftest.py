@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,24 +87,34 @@ def prefix() -> str:
     return name
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _delete_test_topics() -> Iterator[None]:
-    """Every test's topics (faust's changelogs too: they start with the app id, which starts with the
-    prefix) are deleted once the session ends, or a broker that serves many runs runs out of file
-    descriptors (one open segment per partition). Not per test: with deletions running next to the next
-    test's topic creation, that test's producer saw NotLeaderForPartition for minutes."""
+    """Each module's topics (faust's changelogs too: they start with the app id, which starts with the
+    prefix) are deleted when the module ends, and the next module starts once the broker has dropped them.
+    The broker keeps an open file per partition and may not raise its limit here (20,000: ops/kafka.sh):
+    kept to the session's end, a whole suite's topics approach it, and a long soak on a broker holding
+    earlier runs' topics crossed it (the broker shut down). Not per test and not in the background: with
+    deletions running next to the next test's topic creation, that test's producer saw
+    NotLeaderForPartition for minutes."""
+    first = len(_PREFIXES)
     yield
-    if _PREFIXES:
-        asyncio.run(_delete_topics(tuple(_PREFIXES)))
+    if len(_PREFIXES) > first:
+        asyncio.run(_delete_topics(tuple(_PREFIXES[first:])))
 
 
-async def _delete_topics(prefixes: tuple[str, ...]) -> None:
+async def _delete_topics(prefixes: tuple[str, ...], wait_s: float = 120.0) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA, request_timeout_ms=30_000)
     await admin.start()
     try:
         names = [t for t in await admin.list_topics() if t.startswith(prefixes)]
         for start in range(0, len(names), 200):
             await admin.delete_topics(names[start : start + 200])
+        deadline = time.monotonic() + wait_s
+        while names and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            names = [t for t in await admin.list_topics() if t.startswith(prefixes)]
+        if names:
+            print(f"{len(names)} of the tests' topics still listed {wait_s:.0f} s after their deletion")
     except Exception as exc:  # cleanup only: no test's outcome depends on it
         print(f"could not delete the tests' topics: {exc!r}")
     finally:
