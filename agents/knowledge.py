@@ -2,7 +2,10 @@
 
 Every worker reads the whole of inventory / advisories / vex / policy (no consumer group: each worker
 needs all of it, like a global table). `caught_up()` waits until it has read up to the end offsets as
-they are *now*, so a job produced after its delta is never evaluated against older knowledge.
+they are *now*, so a job produced after its delta is never evaluated against older knowledge, and
+`wait_caught_up()` (what the job stage calls) waits for that however long it takes: a job evaluated
+early gets a wrong and final answer (the chaos soak, seed 180090: a worker that had just joined ran a job
+with no inventory read yet, "no inventory for image", permanent), where a late one only waits.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class KnowledgeView:
         self._positions: dict[TopicPartition, int] = {}
         self._logical = {settings.topic(s): s for s in SOURCES}
         self._progress = asyncio.Event()
+        self._assigned = asyncio.Event()  # the source partitions are assigned and sought to their start
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -63,6 +67,9 @@ class KnowledgeView:
                 raise RuntimeError(f"none of the source topics exist: {sorted(self._logical)}")
             consumer.assign(parts)
             await consumer.seek_to_beginning(*parts)
+            # Only now: before, the consumer's assignment is empty and `caught_up` would find nothing to
+            # wait for.
+            self._assigned.set()
             while True:
                 batch = await consumer.getmany(timeout_ms=500, max_records=2000)
                 fetched = [(tp, record) for tp, records in batch.items() for record in records]
@@ -93,13 +100,12 @@ class KnowledgeView:
 
     async def caught_up(self, timeout: float = 30.0) -> bool:
         """Wait until every source partition has been read up to its current end offset."""
-        consumer = self._consumer
         deadline = time.monotonic() + timeout
-        while consumer is None:
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.1)
-            consumer = self._consumer
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._assigned.wait(), timeout)
+        consumer = self._consumer
+        if consumer is None or not self._assigned.is_set():
+            return False
         parts = list(consumer.assignment())
         ends = await consumer.end_offsets(parts)
         while any(self._positions.get(tp, 0) < end for tp, end in ends.items()):
@@ -109,6 +115,15 @@ class KnowledgeView:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._progress.wait(), min(remaining, 1.0))
         return True
+
+    async def wait_caught_up(self, report_every_s: float = 30.0) -> None:
+        """`caught_up`, for as long as it takes, with a warning each `report_every_s` it is still behind."""
+        started = time.monotonic()
+        while not await self.caught_up(report_every_s):
+            log.warning(
+                "knowledge view still behind the source topics after %.0f s: jobs wait for it",
+                time.monotonic() - started,
+            )
 
     # ------------------------------------------------------------ EvaluationLookup
 

@@ -78,8 +78,8 @@ def build(settings: Settings) -> Pipeline:
 
     async def wait_for_knowledge(_job: Any) -> None:
         # A job is produced after its delta was folded upstream, so once the view has read up to the
-        # current end offsets it knows everything the job is about.
-        await knowledge.caught_up()
+        # current end offsets it knows everything the job is about. No time limit: see agents/knowledge.py.
+        await knowledge.wait_caught_up()
 
     before = wait_for_knowledge if isinstance(executor, ReferenceExecutor) else None
     job_stage.register(pipe, executor, before)
