@@ -50,6 +50,7 @@ from streams.resolve import (
 # Impacts per impacts record: a few hundred KB at most, far below the record limit, and still one record
 # where there used to be hundreds.
 IMPACTS_PER_RECORD = 500
+MAX_CACHED_REFS = 200_000  # ~40 MB at most
 
 
 def register(pipe: Pipeline) -> None:
@@ -71,10 +72,23 @@ def register(pipe: Pipeline) -> None:
         # VEX / advisory requests resolved to no images after a rebalance).
         return f"{partition}/{image_id}"
 
+    # Decoded directory entries: an id always names the same image (`streams.index.image_id_for`: the
+    # inventory's source position), so an entry once read never changes. An advisory on a common package
+    # reads hundreds of them, each a rocksdb read and a decode otherwise.
+    refs: dict[str, ImageRef] = {}
+
     def lookup_in(partition: int) -> Any:
         def lookup(image_id: int) -> ImageRef | None:
-            raw = read(directory, directory_key(partition, image_id))
-            return decode_ref(raw) if raw else None
+            key = directory_key(partition, image_id)
+            if (ref := refs.get(key)) is not None:
+                return ref
+            raw = read(directory, key)
+            if not raw:
+                return None
+            if len(refs) >= MAX_CACHED_REFS:
+                refs.clear()
+            ref = refs[key] = decode_ref(raw)
+            return ref
 
         return lookup
 

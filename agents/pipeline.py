@@ -138,13 +138,17 @@ class Pipeline:
         handle: Callable[[faust.EventT[Any]], Awaitable[None]],
         *,
         batched: bool = False,
+        flush: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """The loop every agent runs. A broker hiccup is retried; any other failure while handling one
         record dead-letters that record (original bytes, position, error) and the agent carries on.
 
         `batched`: records are handled a fetched batch at a time (agents.shell.Batch): one wait for the
         outputs' acks per batch instead of per record. Only for stages whose handlers do all their reads
-        and writes through `agents.shell` (read / write / apply_guarded / publish)."""
+        and writes through `agents.shell` (read / write / apply_guarded / publish).
+
+        `flush` (batched only): awaited once the batch's records were handled, before its outputs' acks,
+        for a handler that holds records back to fold them together (the tenant stage's impacts)."""
         if not batched:
             async for event in stream.events():
                 await self._until_done(agent, [event], partial(self._handle, agent, handle, event))
@@ -154,12 +158,16 @@ class Pipeline:
         # take_events: on faust's Stream, not on its StreamT protocol
         batches = cast("faust.Stream[Any]", stream).take_events(self.settings.batch_max, within=within)
         async for events in batches:
-            await self._until_done(agent, events, partial(self._batch, agent, handle, events))
+            await self._until_done(agent, events, partial(self._batch, agent, handle, events, flush))
             stalls.clear(agent)
             observe.batch(agent, len(events))
 
     async def _batch(
-        self, agent: str, handle: Callable[[faust.EventT[Any]], Awaitable[None]], events: Sequence[Any]
+        self,
+        agent: str,
+        handle: Callable[[faust.EventT[Any]], Awaitable[None]],
+        events: Sequence[Any],
+        flush: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         batch, token = open_batch()
         try:
@@ -170,6 +178,8 @@ class Pipeline:
                     await self._handle(agent, handle, event)
                 finally:
                     _current_event.reset(current)
+            if flush is not None:
+                await flush()
         finally:
             end_batch(token)
         # Never gives up: faust acks the batch's inputs once the loop body returns.
@@ -202,6 +212,16 @@ class Pipeline:
                 except asyncio.CancelledError:
                     withhold_acks(events)
                     raise
+
+    async def handle_one(
+        self, agent: str, handle: Callable[[faust.EventT[Any]], Awaitable[None]], event: faust.EventT[Any]
+    ) -> None:
+        """Handle one record as `run` does: broker errors retried, any other failure dead-letters it."""
+        current = _current_event.set(weakref.ref(event))
+        try:
+            await self._handle(agent, handle, event)
+        finally:
+            _current_event.reset(current)
 
     async def _handle(
         self, agent: str, handle: Callable[[faust.EventT[Any]], Awaitable[None]], event: faust.EventT[Any]

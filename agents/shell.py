@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import faust
 from aiokafka.errors import KafkaError
@@ -25,6 +25,8 @@ from aiokafka.partitioner import murmur2
 from faust.streams import _current_event
 
 from streams.guard import Guarded, decode, encode, source_of
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,34 @@ def defer(callback: Callable[[], None]) -> None:
         batch.after.append(callback)
 
 
+class LastDecoded(Generic[T]):
+    """Per key, the last encoded state seen and what `decode` made of it: a hot key read again unchanged
+    (a tenant's windows, batch after batch) is not decoded again. Valid by construction, since a hit needs
+    equal bytes; the decoded values must be treated as immutable."""
+
+    def __init__(self, decode: Callable[[bytes], T], limit: int = 10_000) -> None:
+        self._decode = decode
+        self._limit = limit
+        self._last: dict[str, tuple[bytes, T]] = {}
+
+    def __call__(self, key: str, data: bytes) -> T:
+        hit = self._last.get(key)
+        if hit is not None and hit[0] == data:
+            return hit[1]
+        value = self._decode(data)
+        self.remember(key, data, value)
+        return value
+
+    def remember(self, key: str, data: bytes, value: T) -> None:
+        """Record that `data` decodes to `value` (the fold that encoded it knows)."""
+        if len(self._last) >= self._limit:
+            self._last.clear()
+        self._last[key] = (data, value)
+
+
 Fold = Callable[[bytes | None], tuple[bytes | None, list[Output]]]
+# A fold over several inputs at once: the current state and the indices of the inputs not yet absorbed.
+ManyFold = Callable[[bytes | None, list[int]], tuple[bytes | None, list[Output]]]
 
 
 async def apply_guarded(table: Any, key: str, event: faust.EventT[Any], fold: Fold) -> bool:
@@ -180,15 +209,34 @@ async def apply_guarded(table: Any, key: str, event: faust.EventT[Any], fold: Fo
     returns the new encoded state (None deletes the key's state but keeps its positions, so a late
     duplicate of a delete is still recognised) and the outputs to publish first.
     """
-    message = event.message
-    source = source_of(message.topic, message.partition)
+    return bool(await apply_guarded_many(table, key, [event], lambda state, _fresh: fold(state)))
+
+
+async def apply_guarded_many(
+    table: Any, key: str, events: Sequence[faust.EventT[Any]], fold: ManyFold
+) -> list[int]:
+    """`apply_guarded` for several inputs to one key, folded together: the inputs the value has not absorbed
+    yet (their indices in `events`, in order) go to one fold, one publish and one table write that advances
+    each one's source position. Equal to applying them one at a time when the fold is (the tenant stage
+    folds a batch's impacts per tenant so, instead of decoding and encoding its windows per record).
+
+    Returns the indices folded (empty: every input was a duplicate)."""
     current: Guarded = decode(read(table, key))
-    if current.seen(source, message.offset):
-        return False
-    new_state, outputs = fold(current.state)
+    fresh = [
+        i
+        for i, event in enumerate(events)
+        if not current.seen(source_of(event.message.topic, event.message.partition), event.message.offset)
+    ]
+    if not fresh:
+        return fresh
+    new_state, outputs = fold(current.state, fresh)
     await publish(outputs)
     # Not awaited: faust-streaming flushes its producer (acks included) before it commits any input
     # offset (`Consumer._commit_offsets`), so a changelog record lost in a crash belongs to an input that
     # is redelivered and recomputed. Only the outputs above need their acks first.
-    write(table, key, encode(current.advance(new_state, source, message.offset)), event)
-    return True
+    advanced = current
+    for i in fresh:
+        message = events[i].message
+        advanced = advanced.advance(new_state, source_of(message.topic, message.partition), message.offset)
+    write(table, key, encode(advanced), events[fresh[-1]])
+    return fresh

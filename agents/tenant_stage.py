@@ -6,16 +6,28 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 
 from agents import observe
 from agents.pipeline import Pipeline
 from agents.quiescence import UpstreamProbe
 from agents.schedule_stage import ScheduleShell, register_report_feed
-from agents.shell import Output, apply_guarded, keys, partition_of, read
+from agents.shell import (
+    LastDecoded,
+    ManyFold,
+    Output,
+    apply_guarded,
+    apply_guarded_many,
+    keys,
+    partition_of,
+    read,
+)
+from schemas.codec import encode
 from schemas.messages import (
     ImageRemoved,
     Impact,
@@ -45,7 +57,7 @@ from streams.tenants import (
 from streams.windows import (
     FlushDecision,
     WindowState,
-    add_impact,
+    add_impacts,
     covers,
     decode_windows,
     encode_windows,
@@ -58,14 +70,15 @@ log = logging.getLogger("stella.tenant")
 
 def job_outputs(pipe: Pipeline, jobs: list[JobCommand]) -> list[Output]:
     """Job commands to the jobs topic, plus each run's plan (its complete job list) to the run stage."""
-    outputs = [pipe.out("jobs", job.image_digest, job) for job in jobs]
-    by_run: dict[str, list[JobCommand]] = defaultdict(list)
-    for job in jobs:
-        by_run[job.run_id].append(job)
+    encoded = [encode(job) for job in jobs]  # once: each job goes to two topics
+    outputs = [pipe.out("jobs", job.image_digest, value) for job, value in zip(jobs, encoded, strict=True)]
+    by_run: dict[str, list[tuple[JobCommand, bytes]]] = defaultdict(list)
+    for job, value in zip(jobs, encoded, strict=True):
+        by_run[job.run_id].append((job, value))
     for run_id in sorted(by_run):
-        run_jobs = by_run[run_id]
-        for job in run_jobs:
-            outputs.append(pipe.out("run-inputs", run_id, job))
+        run_jobs = [job for job, _ in by_run[run_id]]
+        for _, value in by_run[run_id]:
+            outputs.append(pipe.out("run-inputs", run_id, value))
         planned = RunPlanned(
             run_id=run_id,
             tenant=run_jobs[0].tenant,
@@ -89,33 +102,79 @@ def register(pipe: Pipeline) -> None:
     generation = [-1]  # the consumer generation the idle clocks were measured in
     window, grace = settings.window_seconds, settings.grace_seconds
 
-    def running(tenant: str, digest: str) -> bool:
-        state = unguard(read(catalog, tenant)).state
-        if not state:
-            return False
-        meta = decode_catalog(state).images.get(digest)
-        return bool(meta and meta.running)
+    def running_digests(data: bytes) -> frozenset[str]:
+        return frozenset(digest for digest, meta in decode_catalog(data).images.items() if meta.running)
 
-    def fold_impacts(impacts: list[Impact]) -> Any:
-        def fold(state: bytes | None) -> tuple[bytes | None, list[Output]]:
-            current: WindowState | None = decode_windows(state) if state else None
-            jobs: list[JobCommand] = []
-            for impact in impacts:
-                if not impact.running and running(impact.tenant, impact.image_digest):
-                    impact = impact.model_copy(update={"running": True})
-                current, closed = add_impact(current, impact, window, grace)
-                jobs.extend(closed)
-            late_before = decode_windows(state).late if state else 0
-            observe.late((current.late if current else 0) - late_before)
-            return (encode_windows(current) if current else state), job_outputs(pipe, jobs)
+    running_cache = LastDecoded(running_digests)
+    windows_cache = LastDecoded(decode_windows)
+
+    def running_in(tenant: str) -> frozenset[str]:
+        state = unguard(read(catalog, tenant)).state
+        return running_cache(tenant, state) if state else frozenset()
+
+    def fold_impacts(tenant: str, batches: list[list[Impact]]) -> ManyFold:
+        def fold(state: bytes | None, fresh: list[int]) -> tuple[bytes | None, list[Output]]:
+            impacts = [impact for i in fresh for impact in batches[i]]
+            if any(not impact.running for impact in impacts):
+                running = running_in(tenant)
+                impacts = [
+                    i.model_copy(update={"running": True})
+                    if not i.running and i.image_digest in running
+                    else i
+                    for i in impacts
+                ]
+            current: WindowState | None = windows_cache(tenant, state) if state else None
+            late_before = current.late if current else 0
+            after, jobs = add_impacts(current, impacts, window, grace)
+            observe.late(after.late - late_before)
+            encoded = encode_windows(after)
+            windows_cache.remember(tenant, encoded, after)
+            return encoded, job_outputs(pipe, jobs)
 
         return fold
 
-    async def to_windows(tenant: str, event: faust.EventT[Any], impacts: list[Impact]) -> None:
+    async def fold_into_windows(tenant: str, records: list[tuple[faust.EventT[Any], list[Impact]]]) -> None:
+        events = [event for event, _ in records]
+        await apply_guarded_many(windows, tenant, events, fold_impacts(tenant, [i for _, i in records]))
+
+    # Impacts held back in this batch, per tenant in record order: a burst of impact records is folded into
+    # each tenant's windows once per batch (one decode, one encode, one table write), not once per record.
+    # Any other record first folds what is held, so every handler sees the windows as of its record.
+    pending: dict[str, list[tuple[faust.EventT[Any], list[Impact]]]] = {}
+
+    def hold(tenant: str, event: faust.EventT[Any], impacts: list[Impact]) -> None:
         last_activity[tenant] = time.monotonic()
         held.pop(tenant, None)
         if impacts:
-            await apply_guarded(windows, tenant, event, fold_impacts(impacts))
+            pending.setdefault(tenant, []).append((event, impacts))
+
+    def refold(
+        tenant: str, event: faust.EventT[Any], impacts: list[Impact]
+    ) -> Callable[[faust.EventT[Any]], Awaitable[None]]:
+        async def one(_event: faust.EventT[Any]) -> None:
+            await fold_into_windows(tenant, [(event, impacts)])
+
+        return one
+
+    async def fold_pending() -> None:
+        try:
+            for tenant in sorted(pending):
+                records = pending[tenant]
+                try:
+                    await fold_into_windows(tenant, records)
+                except KafkaError:
+                    raise  # the batch is retried whole (Pipeline._until_done); nothing was written
+                except Exception:
+                    # One record's impacts cannot be folded (or its jobs not published): find it, one
+                    # record at a time, so that only it is dead-lettered.
+                    for event, impacts in records:
+                        await pipe.handle_one("tenant", refold(tenant, event, impacts), event)
+        finally:
+            pending.clear()
+
+    async def to_windows(tenant: str, event: faust.EventT[Any], impacts: list[Impact]) -> None:
+        hold(tenant, event, impacts)
+        await fold_pending()
 
     probe = UpstreamProbe(settings, app.conf.id)
     held: dict[str, float] = {}  # tenant → when its idle flush was first held back by the upstream
@@ -199,17 +258,19 @@ def register(pipe: Pipeline) -> None:
                 return
             model = decoded.model
             tenant = (event.key or b"").decode(errors="replace")
-            if isinstance(model, Tick):
-                await on_tick(event, model)
-            elif isinstance(model, Impact):
-                await to_windows(model.tenant, event, [model])
-            elif isinstance(model, ImpactBatch):
-                # Per tenant, in record order: the same window fold, one guarded write per tenant.
+            if isinstance(model, Impact):
+                hold(model.tenant, event, [model])
+                return
+            if isinstance(model, ImpactBatch):
                 by_tenant: dict[str, list[Impact]] = {}
                 for impact in model.impacts:
                     by_tenant.setdefault(impact.tenant, []).append(impact)
                 for name in sorted(by_tenant):
-                    await to_windows(name, event, by_tenant[name])
+                    hold(name, event, by_tenant[name])
+                return
+            await fold_pending()
+            if isinstance(model, Tick):
+                await on_tick(event, model)
             elif isinstance(model, Inventory | ImageRemoved):
                 digest = model.image_digest
                 inventory = model if isinstance(model, Inventory) else None
@@ -238,7 +299,7 @@ def register(pipe: Pipeline) -> None:
                 observe.impacts_from(resolution.impacts)
                 await to_windows(model.tenant or tenant, event, resolution.impacts)
 
-        await pipe.run(stream, "tenant", handle, batched=True)
+        await pipe.run(stream, "tenant", handle, batched=True, flush=fold_pending)
 
     async def on_runtime(event: faust.EventT[Any], runtime: RuntimeEvent) -> None:
         key = f"{runtime.tenant}/{runtime.image_digest}"

@@ -17,7 +17,7 @@ shell that prefers one state per partition gets a partition-wide watermark inste
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import Enum
@@ -81,26 +81,43 @@ def add_impact(
     config: JobConfig = DEFAULT_CONFIG,
 ) -> tuple[WindowState, list[JobCommand]]:
     """Fold one impact; returns the new state and the jobs of any window this closes (sorted)."""
+    return add_impacts(state, [impact], window, grace, config)
+
+
+def add_impacts(
+    state: WindowState | None,
+    impacts: Iterable[Impact],
+    window: int = DEFAULT_WINDOW,
+    grace: int = DEFAULT_GRACE,
+    config: JobConfig = DEFAULT_CONFIG,
+) -> tuple[WindowState, list[JobCommand]]:
+    """Fold impacts in order; returns the new state and the jobs of the windows they close, in the order
+    they close. The result equals folding them one at a time, but the state is copied once, not once per
+    impact (a tenant stage folds a batch of hundreds into windows of hundreds of jobs)."""
     state = state or WindowState()
-    t = to_epoch(impact.event_time)
-    start = window_start(t, window)
-    late = state.late
-    if state.closed_before is not None and start < state.closed_before:
-        start = state.closed_before
-        late += 1
-    windows = dict(state.windows)
-    jobs = dict(windows.get(start, {}))
-    key = (impact.tenant, impact.image_digest)
-    jobs[key] = merge_impact(jobs.get(key), impact)
-    windows[start] = jobs
-    watermark = t if state.watermark is None else max(state.watermark, t)
-    state = WindowState(windows, watermark, state.closed_before, late)
-    boundary = window_start(watermark - grace, window)
-    if state.closed_before is not None and boundary <= state.closed_before:
-        return state, []
-    closed_state, out = _close(state, boundary, window, config)
-    # The boundary advances even when no window was open below it, so later stragglers count as late.
-    return WindowState(closed_state.windows, watermark, boundary, late), out
+    windows = {start: dict(jobs) for start, jobs in state.windows.items()}
+    watermark, closed_before, late = state.watermark, state.closed_before, state.late
+    span = timedelta(seconds=window)
+    out: list[JobCommand] = []
+    for impact in impacts:
+        t = to_epoch(impact.event_time)
+        start = window_start(t, window)
+        if closed_before is not None and start < closed_before:
+            start = closed_before
+            late += 1
+        jobs = windows.setdefault(start, {})
+        key = (impact.tenant, impact.image_digest)
+        jobs[key] = merge_impact(jobs.get(key), impact)
+        watermark = t if watermark is None else max(watermark, t)
+        boundary = window_start(watermark - grace, window)
+        if closed_before is not None and boundary <= closed_before:
+            continue
+        # The boundary advances even when no window was open below it, so later stragglers count as late.
+        closed_before = boundary
+        for begin in sorted(s for s in windows if s + window <= boundary):
+            closing = windows.pop(begin)
+            out.extend(make_job(closing[k], from_epoch(begin), span, config) for k in sorted(closing))
+    return WindowState(windows, watermark, closed_before, late), out
 
 
 def flush_idle(

@@ -182,3 +182,47 @@ def test_partition_of_is_the_producer_s_default_partitioner() -> None:
     for key in ["pkg:npm/left-pad", "pkg:deb/debian/openssl", "tenant-a", "", "ü/ß"]:
         for n in (1, 6, 12):
             assert partition_of(key, n) == DefaultPartitioner()(key.encode(), list(range(n)), list(range(n)))
+
+
+def test_last_decoded_decodes_only_changed_bytes() -> None:
+    from agents.shell import LastDecoded
+
+    calls: list[bytes] = []
+
+    def decode(data: bytes) -> str:
+        calls.append(data)
+        return data.decode()
+
+    cache = LastDecoded(decode, limit=2)
+    assert cache("a", b"x") == "x"
+    assert cache("a", b"x") == "x"
+    assert calls == [b"x"]
+    assert cache("a", b"y") == "y"  # changed bytes: decoded again
+    cache.remember("b", b"z", "zz")
+    assert cache("b", b"z") == "zz"
+    assert calls == [b"x", b"y"]
+    cache("c", b"w")  # past the limit the memo starts over
+    assert cache("a", b"y") == "y"
+    assert calls == [b"x", b"y", b"w", b"y"]
+
+
+async def test_a_guarded_fold_of_many_inputs_skips_the_absorbed_and_advances_every_source() -> None:
+    from agents.shell import apply_guarded_many
+
+    table = Table()
+    folded: list[list[int]] = []
+
+    def fold(state: bytes | None, fresh: list[int]) -> tuple[bytes | None, list[Output]]:
+        folded.append(fresh)
+        return (state or b"") + b"".join(str(i).encode() for i in fresh), []
+
+    # Offsets 0..1 of partition 0 were absorbed before (a redelivery after a crash between the table's
+    # changelog write and the input's commit).
+    assert await apply_guarded(table, "t", event(1, 0), lambda state: (b"", []))
+    inputs = [event(0, 0), event(1, 0), event(2, 0), event(7, 1), event(3, 0)]
+    assert await apply_guarded_many(table, "t", inputs, fold) == [2, 3, 4]
+    assert folded == [[2, 3, 4]]
+    assert decode(table["t"]).state == b"234"
+    assert decode(table["t"]).positions == {"in/0": 3, "in/1": 7}
+    assert await apply_guarded_many(table, "t", inputs, fold) == []  # all of them again: nothing to do
+    assert folded == [[2, 3, 4]]

@@ -9,7 +9,14 @@ from hypothesis import strategies as st
 
 from schemas.canonical import dumps
 from schemas.messages import Impact
-from streams.windows import WindowState, add_impact, decode_windows, encode_windows, flush_idle
+from streams.windows import (
+    WindowState,
+    add_impact,
+    add_impacts,
+    decode_windows,
+    encode_windows,
+    flush_idle,
+)
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)  # a multiple of 30 s
 
@@ -138,3 +145,25 @@ def test_order_within_a_window_does_not_change_the_jobs(rows: list[tuple], data:
 def test_redelivering_impacts_changes_nothing(rows: list[tuple]) -> None:  # type: ignore[type-arg]
     impacts = [impact(d, at, source=src, rid=rid, severity=sev) for d, at, src, rid, sev, _, _ in rows]
     assert run(impacts)[1] == run(impacts + impacts)[1]
+
+
+@given(st.lists(st.tuples(st.sampled_from(["d1", "d2", "d3"]), st.integers(0, 200)), max_size=40), st.data())
+def test_folding_a_batch_equals_folding_one_at_a_time(
+    rows: list[tuple[str, int]], data: st.DataObject
+) -> None:
+    """The tenant stage folds a whole batch of impacts at once (add_impacts); split anywhere, the state
+    and the jobs equal the one-at-a-time fold, late impacts included (rows are not in time order)."""
+    impacts = [impact(d, at, rid=f"A{at % 7}") for d, at in rows]
+    one_state, one_jobs = None, []
+    for i in impacts:
+        one_state, jobs = add_impact(one_state, i, 30, 10)
+        one_jobs += [dumps(j) for j in jobs]
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(impacts)), max_size=4)))
+    state, out = None, []
+    for begin, end in zip([0, *cuts], [*cuts, len(impacts)], strict=True):
+        state, jobs = add_impacts(state, impacts[begin:end], 30, 10)
+        out += [dumps(j) for j in jobs]
+    assert out == one_jobs
+    if one_state is not None:
+        assert state is not None
+        assert encode_windows(state) == encode_windows(one_state)
