@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -49,5 +50,8 @@ def to_epoch(value: datetime) -> int:
     return int(value.timestamp())
 
 
+@lru_cache(maxsize=1 << 16)
 def from_epoch(value: int) -> datetime:
+    # Cached: a window's jobs repeat the same few instants (window bounds, advisories' modified times), and
+    # building an aware datetime costs more than the rest of a job's times; datetimes are immutable.
     return datetime.fromtimestamp(value, tz=UTC)

@@ -3,6 +3,7 @@ writes the count to MongoDB and to an output topic. Run: python tests/integratio
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from pymongo import MongoClient
 from agents.settings import Settings
 from agents.shell import Output, apply_guarded
 
+log = logging.getLogger("counter")
 settings = Settings.from_env(web_port=0)
 app = faust.App(settings.app_id, **settings.faust_config())
 source = app.topic(settings.topic("counter-in"), key_serializer="raw", value_serializer="raw")
@@ -34,9 +36,15 @@ async def count(stream: faust.StreamT[bytes]) -> None:
             n = int(state or b"0") + 1
             return str(n).encode(), [Output(out, key, str(n).encode())]
 
+        message = event.message
+        where = f"{message.topic}/{message.partition}@{message.offset}"
         if await apply_guarded(counts, name, event, fold):
             n = int(counts_state(name))
+            log.info("counted %s=%d at %s; writing MongoDB", name, n, where)
             docs.replace_one({"_id": name}, {"_id": name, "count": n}, upsert=True)
+            log.info("MongoDB has %s=%d", name, n)
+        else:
+            log.info("%s already counted (redelivered)", where)
 
 
 def counts_state(name: str) -> bytes:
