@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,13 +16,12 @@ from typing import Any, cast
 
 import faust
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
-from faust.streams import _current_event
 from faust.transport.producer import ProducerBuffer
 from pydantic import BaseModel
 
 from agents import observe, rewind, stalls
 from agents.settings import Settings
-from agents.shell import Output, end_batch, open_batch, publish, withhold_acks
+from agents.shell import Output, as_current, end_batch, open_batch, publish, withhold_acks
 from agents.topology import TABLES
 from agents.topology import topics as topic_specs
 from agents.turns import in_turns
@@ -173,11 +171,8 @@ class Pipeline:
         try:
             # In turns: handling a whole batch without a suspension held the loop (agents/turns.py).
             async for event in in_turns(events):
-                current = _current_event.set(weakref.ref(event))
-                try:
+                with as_current(event):
                     await self._handle(agent, handle, event)
-                finally:
-                    _current_event.reset(current)
             if flush is not None:
                 await flush()
         finally:
@@ -217,11 +212,8 @@ class Pipeline:
         self, agent: str, handle: Callable[[faust.EventT[Any]], Awaitable[None]], event: faust.EventT[Any]
     ) -> None:
         """Handle one record as `run` does: broker errors retried, any other failure dead-letters it."""
-        current = _current_event.set(weakref.ref(event))
-        try:
+        with as_current(event):
             await self._handle(agent, handle, event)
-        finally:
-            _current_event.reset(current)
 
     async def _handle(
         self, agent: str, handle: Callable[[faust.EventT[Any]], Awaitable[None]], event: faust.EventT[Any]

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -82,11 +83,8 @@ class Batch:
                 await on_retry(attempt, exc)
                 self.acks = await _send(self.outputs)
         for table, key, value, event in self.writes.values():
-            token = _current_event.set(weakref.ref(event))  # faust picks the changelog partition from it
-            try:
+            with as_current(event):  # faust picks the store's and the changelog's partition from it
                 table[key] = value
-            finally:
-                _current_event.reset(token)
         for callback in self.after:
             callback()
 
@@ -151,6 +149,19 @@ def keys(table: Any) -> set[str]:
     if batch is not None:
         found.update(key for (table_id, key) in batch.writes if table_id == id(table))
     return found
+
+
+@contextmanager
+def as_current(event: faust.EventT[Any]) -> Iterator[None]:
+    """Make `event` faust's current event meanwhile. faust's rocksdb store reads a key from the database of
+    the current event's partition (`Store._get`), and writes go to it: a fold of held-back records (the
+    tenant stage folds a batch's impacts at its end, or before an unrelated record of another partition)
+    must run as its own records' event, or it reads an empty value and drops the key's state."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
 def write(table: Any, key: str, value: bytes, event: faust.EventT[Any]) -> None:
@@ -221,6 +232,13 @@ async def apply_guarded_many(
     folds a batch's impacts per tenant so, instead of decoding and encoding its windows per record).
 
     Returns the indices folded (empty: every input was a duplicate)."""
+    with as_current(events[-1]):
+        return await _apply_guarded_many(table, key, events, fold)
+
+
+async def _apply_guarded_many(
+    table: Any, key: str, events: Sequence[faust.EventT[Any]], fold: ManyFold
+) -> list[int]:
     current: Guarded = decode(read(table, key))
     fresh = [
         i

@@ -226,3 +226,52 @@ async def test_a_guarded_fold_of_many_inputs_skips_the_absorbed_and_advances_eve
     assert decode(table["t"]).positions == {"in/0": 3, "in/1": 7}
     assert await apply_guarded_many(table, "t", inputs, fold) == []  # all of them again: nothing to do
     assert folded == [[2, 3, 4]]
+
+
+class PartitionedTable:
+    """faust's rocksdb store's surface: a key is read from, and written to, the database of the current
+    event's partition (`faust.stores.rocksdb.Store._get` / `_set`)."""
+
+    def __init__(self) -> None:
+        self.dbs: dict[int, dict[str, Any]] = {}
+
+    @staticmethod
+    def _partition() -> int:
+        from faust.streams import current_event
+
+        event = current_event()
+        assert event is not None
+        return int(event.message.partition)
+
+    def get(self, key: str) -> Any:
+        return self.dbs.get(self._partition(), {}).get(key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.dbs.setdefault(self._partition(), {})[key] = value
+
+    def keys(self) -> set[str]:
+        return {k for db in self.dbs.values() for k in db}
+
+
+async def test_a_held_back_fold_reads_its_key_as_its_own_records_event() -> None:
+    """The tenant stage folds held impacts at a batch's end, or before a record of another partition: the
+    fold must read the key from its own partition's database, not the current event's (seen in the fold
+    bench: every inventory impact of a tenant replaced the one before it)."""
+    from agents.shell import apply_guarded_many, as_current
+
+    table = PartitionedTable()
+
+    def append(state: bytes | None, fresh: list[int]) -> tuple[bytes | None, list[Output]]:
+        return (state or b"") + b"x" * len(fresh), []
+
+    for offset in range(3):
+        batch, token = open_batch()
+        try:
+            # The event faust (or the stage) made current is another partition's record.
+            with as_current(event(100 + offset, partition=2)):
+                assert await apply_guarded_many(table, "tenant", [event(offset, partition=5)], append) == [0]
+        finally:
+            end_batch(token)
+        await batch.close(lambda attempt, exc: asyncio.sleep(0))
+    assert set(table.dbs) == {5}
+    assert decode(table.dbs[5]["tenant"]).state == b"xxx"
