@@ -19,7 +19,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooL
 from faust.transport.producer import ProducerBuffer
 from pydantic import BaseModel
 
-from agents import observe, rewind, stalls
+from agents import observe, rewind, shell, stalls
 from agents.settings import Settings
 from agents.shell import Output, as_current, end_batch, open_batch, publish, withhold_acks
 from agents.topology import TABLES
@@ -78,6 +78,7 @@ class Pipeline:
         # A batch's table writes reach faust's producer buffer at once; past `max_messages` it logs
         # "producer buffer full" and drains. Size it to a batch's writes (it is a class attribute).
         ProducerBuffer.max_messages = max(ProducerBuffer.max_messages, 4 * settings.batch_max)
+        shell.changelog_limit = settings.max_message_bytes
         pipe = cls(app, settings)
         for spec in topic_specs(settings.topic_prefix, settings.partitions):
             logical = spec.name[len(settings.topic_prefix) :]

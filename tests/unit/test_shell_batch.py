@@ -275,3 +275,21 @@ async def test_a_held_back_fold_reads_its_key_as_its_own_records_event() -> None
         await batch.close(lambda attempt, exc: asyncio.sleep(0))
     assert set(table.dbs) == {5}
     assert decode(table.dbs[5]["tenant"]).state == b"xxx"
+
+
+def test_a_table_value_over_the_record_limit_is_reported_once_per_key(caplog: Any, monkeypatch: Any) -> None:
+    """faust drops a refused changelog record with a log line of its own; the shell says which state that
+    leaves undurable (bench/NOTES.md, session 7: a tenant's windows during a large re-sync)."""
+    import logging
+
+    monkeypatch.setattr(shell, "changelog_limit", 16)
+    monkeypatch.setattr(shell, "_oversized", set())
+    table = Table()
+    with caplog.at_level(logging.ERROR, logger="stella.agents"):
+        write(table, "small", b"x" * 8, event(0))
+        write(table, "big", b"x" * 64, event(1))
+        write(table, "big", b"x" * 65, event(2))
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "'big' is 64 bytes, over the record limit of 16" in errors[0]
+    assert table == {"small": b"x" * 8, "big": b"x" * 65}  # still written: reported, not refused
