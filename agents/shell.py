@@ -62,8 +62,10 @@ class Batch:
 
     outputs: list[Output] = field(default_factory=list)
     acks: list[Awaitable[Any]] = field(default_factory=list)
-    # (id(table), key) → the key's last value this batch: one table (changelog) write per changed key.
-    # The event is the last one that wrote it (same partition as every other writer of the key).
+    # (id(table), key) → the key's last value this batch: one table (changelog) write per changed key,
+    # in the order of their last writes (a key written after others reaches the changelog after them: the
+    # split window state relies on it). The event is the last one that wrote it (same partition as every
+    # other writer of the key). A None value deletes the key.
     writes: dict[tuple[int, str], tuple[Any, str, bytes | None, faust.EventT[Any]]] = field(
         default_factory=dict
     )
@@ -86,7 +88,7 @@ class Batch:
                 self.acks = await _send(self.outputs)
         for table, key, value, event in self.writes.values():
             with as_current(event):  # faust picks the store's and the changelog's partition from it
-                table[key] = value
+                _set(table, key, value)
         for callback in self.after:
             callback()
 
@@ -170,7 +172,8 @@ def as_current(event: faust.EventT[Any]) -> Iterator[None]:
 # faust sends a changelog record without waiting for it and only logs a refusal ("FutureMessage exception
 # was never retrieved"), so a value over the limit is in the local store but not in the changelog: lost
 # on the next recovery. Seen with a tenant's windows during a 5,000-advisory re-sync (bench/NOTES.md,
-# session 7); until such state is split per key, `write` says so, loudly and once per key.
+# session 7; since split over keys, streams.windows); should any other value grow so, `write` says so,
+# loudly and once per key.
 changelog_limit: int | None = None
 _oversized: set[tuple[str, str]] = set()
 
@@ -192,13 +195,22 @@ def _check_size(table: Any, key: str, value: bytes | None) -> None:
     )
 
 
-def write(table: Any, key: str, value: bytes, event: faust.EventT[Any]) -> None:
-    """Set a table value (in a batch: when the batch closes, after the outputs' acks)."""
+def _set(table: Any, key: str, value: bytes | None) -> None:
+    if value is None:
+        table.pop(key, None)
+    else:
+        table[key] = value
+
+
+def write(table: Any, key: str, value: bytes | None, event: faust.EventT[Any]) -> None:
+    """Set a table value, or delete it with None (in a batch: when the batch closes, after the outputs'
+    acks, in the order of the keys' last writes)."""
     _check_size(table, key, value)
     batch = _current()
     if batch is None:
-        table[key] = value
+        _set(table, key, value)
         return
+    batch.writes.pop((id(table), key), None)
     batch.writes[(id(table), key)] = (table, key, value, event)
 
 
@@ -240,6 +252,11 @@ class LastDecoded(Generic[T]):
 Fold = Callable[[bytes | None], tuple[bytes | None, list[Output]]]
 # A fold over several inputs at once: the current state and the indices of the inputs not yet absorbed.
 ManyFold = Callable[[bytes | None, list[int]], tuple[bytes | None, list[Output]]]
+# A ManyFold whose state spans other keys of the same table: it also returns those keys' writes (None
+# deletes), which are written before the guarded key, so that key is the last to reach the changelog.
+SplitFold = Callable[
+    [bytes | None, list[int]], tuple[bytes | None, list[Output], list[tuple[str, bytes | None]]]
+]
 
 
 async def apply_guarded(table: Any, key: str, event: faust.EventT[Any], fold: Fold) -> bool:
@@ -261,12 +278,25 @@ async def apply_guarded_many(
     folds a batch's impacts per tenant so, instead of decoding and encoding its windows per record).
 
     Returns the indices folded (empty: every input was a duplicate)."""
+    return await apply_guarded_split(table, key, events, lambda state, fresh: (*fold(state, fresh), []))
+
+
+async def apply_guarded_split(
+    table: Any, key: str, events: Sequence[faust.EventT[Any]], fold: SplitFold
+) -> list[int]:
+    """`apply_guarded_many` for a state split over several keys of one table, guarded at `key`: the other
+    keys' writes come first, `key` (with the inputs' positions) last. A crash between them leaves the
+    other keys ahead of the guard, and the redelivered inputs are folded into them again: the fold must
+    make that change nothing (streams.windows, "the stream's split state")."""
+    running = _current_event.get(None)
+    if running is not None and running() is events[-1]:
+        return await _apply_guarded(table, key, events, fold)  # already its event (a record's own fold)
     with as_current(events[-1]):
-        return await _apply_guarded_many(table, key, events, fold)
+        return await _apply_guarded(table, key, events, fold)
 
 
-async def _apply_guarded_many(
-    table: Any, key: str, events: Sequence[faust.EventT[Any]], fold: ManyFold
+async def _apply_guarded(
+    table: Any, key: str, events: Sequence[faust.EventT[Any]], fold: SplitFold
 ) -> list[int]:
     current: Guarded = decode(read(table, key))
     fresh = [
@@ -276,14 +306,17 @@ async def _apply_guarded_many(
     ]
     if not fresh:
         return fresh
-    new_state, outputs = fold(current.state, fresh)
+    new_state, outputs, others = fold(current.state, fresh)
     await publish(outputs)
     # Not awaited: faust-streaming flushes its producer (acks included) before it commits any input
     # offset (`Consumer._commit_offsets`), so a changelog record lost in a crash belongs to an input that
     # is redelivered and recomputed. Only the outputs above need their acks first.
+    last = events[fresh[-1]]
+    for other, value in others:
+        write(table, other, value, last)
     advanced = current
     for i in fresh:
         message = events[i].message
         advanced = advanced.advance(new_state, source_of(message.topic, message.partition), message.offset)
-    write(table, key, encode(advanced), events[fresh[-1]])
+    write(table, key, encode(advanced), last)
     return fresh

@@ -19,10 +19,10 @@ from agents.quiescence import UpstreamProbe
 from agents.schedule_stage import ScheduleShell, register_report_feed
 from agents.shell import (
     LastDecoded,
-    ManyFold,
     Output,
+    SplitFold,
     apply_guarded,
-    apply_guarded_many,
+    apply_guarded_split,
     keys,
     partition_of,
     read,
@@ -56,13 +56,20 @@ from streams.tenants import (
 )
 from streams.windows import (
     FlushDecision,
+    Needed,
+    WindowIndex,
     WindowState,
     add_impacts,
+    all_entries,
     covers,
-    decode_windows,
-    encode_windows,
+    decode_index,
+    entries_needed,
     flush_idle,
+    fold_split,
     idle_flush,
+    is_index_key,
+    load_entries,
+    store_changes,
 )
 
 log = logging.getLogger("stella.tenant")
@@ -106,14 +113,37 @@ def register(pipe: Pipeline) -> None:
         return frozenset(digest for digest, meta in decode_catalog(data).images.items() if meta.running)
 
     running_cache = LastDecoded(running_digests)
-    windows_cache = LastDecoded(decode_windows)
+    index_cache = LastDecoded(decode_index)
 
     def running_in(tenant: str) -> frozenset[str]:
         state = unguard(read(catalog, tenant)).state
         return running_cache(tenant, state) if state else frozenset()
 
-    def fold_impacts(tenant: str, batches: list[list[Impact]]) -> ManyFold:
-        def fold(state: bytes | None, fresh: list[int]) -> tuple[bytes | None, list[Output]]:
+    def split_fold(
+        tenant: str,
+        state: bytes | None,
+        needed: Callable[[WindowIndex], Needed],
+        step: Callable[[WindowState], tuple[WindowState, list[JobCommand]]],
+    ) -> tuple[bytes | None, list[Output], list[tuple[str, bytes | None]]]:
+        """One fold of a tenant's split windows (streams.windows): load the entries it reads, fold, and
+        return the index, the jobs, and the other keys' writes and deletes."""
+        index, carried = index_cache(tenant, state) if state else (WindowIndex(), {})
+
+        def get(key: str) -> bytes | None:
+            return read(windows, key)  # type: ignore[no-any-return]
+
+        loaded = load_entries(get, tenant, index, needed(index), carried)
+        result = fold_split(index, loaded, step, frozenset(carried))
+        *others, (_, encoded) = store_changes(tenant, result)
+        assert encoded is not None
+        index_cache.remember(tenant, encoded, (result.index, {}))
+        observe.late(result.index.late - index.late)
+        return encoded, job_outputs(pipe, result.jobs), others
+
+    def fold_impacts(tenant: str, batches: list[list[Impact]]) -> SplitFold:
+        def fold(
+            state: bytes | None, fresh: list[int]
+        ) -> tuple[bytes | None, list[Output], list[tuple[str, bytes | None]]]:
             impacts = [impact for i in fresh for impact in batches[i]]
             if any(not impact.running for impact in impacts):
                 running = running_in(tenant)
@@ -123,19 +153,18 @@ def register(pipe: Pipeline) -> None:
                     else i
                     for i in impacts
                 ]
-            current: WindowState | None = windows_cache(tenant, state) if state else None
-            late_before = current.late if current else 0
-            after, jobs = add_impacts(current, impacts, window, grace)
-            observe.late(after.late - late_before)
-            encoded = encode_windows(after)
-            windows_cache.remember(tenant, encoded, after)
-            return encoded, job_outputs(pipe, jobs)
+            return split_fold(
+                tenant,
+                state,
+                lambda index: entries_needed(index, impacts, window, grace),
+                lambda current: add_impacts(current, impacts, window, grace),
+            )
 
         return fold
 
     async def fold_into_windows(tenant: str, records: list[tuple[faust.EventT[Any], list[Impact]]]) -> None:
         events = [event for event, _ in records]
-        await apply_guarded_many(windows, tenant, events, fold_impacts(tenant, [i for _, i in records]))
+        await apply_guarded_split(windows, tenant, events, fold_impacts(tenant, [i for _, i in records]))
 
     # Impacts held back in this batch, per tenant in record order: a burst of impact records is folded into
     # each tenant's windows once per batch (one decode, one encode, one table write), not once per record.
@@ -182,7 +211,7 @@ def register(pipe: Pipeline) -> None:
 
     def has_open_windows(tenant: str) -> bool:
         state = unguard(read(windows, tenant)).state
-        return bool(state and decode_windows(state).windows)
+        return bool(state and index_cache(tenant, state)[0].open)
 
     async def on_tick(event: faust.EventT[Any], tick: Tick) -> None:
         await schedules.on_tick(event, tick)
@@ -200,7 +229,8 @@ def register(pipe: Pipeline) -> None:
         idle = [
             tenant
             for tenant in sorted(keys(windows))
-            if partition_of(tenant, settings.partitions) == partition
+            if is_index_key(tenant)
+            and partition_of(tenant, settings.partitions) == partition
             # A tenant this process has not seen yet (after a restart or a rebalance) gets a full idle
             # period first: its windows may still be filling from the backlog.
             and now - last_activity.setdefault(tenant, now) >= idle_after
@@ -241,14 +271,14 @@ def register(pipe: Pipeline) -> None:
                     extra={"topic": event.message.topic, "partition": partition, "offset": offset},
                 )
 
-            def flush(state: bytes | None) -> tuple[bytes | None, list[Output]]:
-                current = decode_windows(state) if state else None
-                if current is None or not current.windows:
-                    return state, []
-                new_state, jobs = flush_idle(current, window)
-                return encode_windows(new_state), job_outputs(pipe, jobs)
+            def flush(
+                state: bytes | None, _fresh: list[int], tenant: str = tenant
+            ) -> tuple[bytes | None, list[Output], list[tuple[str, bytes | None]]]:
+                if not state:
+                    return state, [], []
+                return split_fold(tenant, state, all_entries, lambda current: flush_idle(current, window))
 
-            await apply_guarded(windows, tenant, event, flush)
+            await apply_guarded_split(windows, tenant, [event], flush)
 
     @app.agent(pipe.source("catalog-updates", "impacts", "policy", "rechecks", "schedules"), name="tenant")
     async def tenant_agent(stream: faust.StreamT[Any]) -> None:

@@ -40,6 +40,7 @@ from streams.index import (
     encode_record,
     encode_update,
 )
+from streams.jobs import PendingJob
 from streams.resolve import (
     decode_advisory_packages,
     decode_advisory_request,
@@ -51,7 +52,16 @@ from streams.resolve import (
     split_advisory,
     with_image_package,
 )
-from streams.windows import add_impact, decode_windows, encode_windows
+from streams.windows import (
+    Entry,
+    WindowIndex,
+    add_impacts,
+    decode_index,
+    entries_needed,
+    fold_split,
+    load_entries,
+    store_changes,
+)
 
 MAX_BYTES = 1_048_576
 Row = tuple[str, bytes, bytes]  # (logical topic, key, value)
@@ -155,14 +165,42 @@ def build(prefix: str, partitions: int, window: int, grace: int) -> Application:
         state.set("s", encode_specs(specs).decode())
         return [("impacts", i.tenant.encode(), encode(i)) for i in resolution.impacts]
 
+    # The same split window state as our tenant stage (streams.windows): an index under "w" and one state
+    # key per pending job, so a fold reads and writes only the jobs it touches; the decoded index is
+    # memoised while its bytes are unchanged, as ours is.
+    last_index: dict[bytes, tuple[bytes, tuple[WindowIndex, dict[Entry, PendingJob]]]] = {}
+
     def window_fold(value: bytes, key: bytes, _ts: int, _h: Any, state: State) -> list[Row]:
         decoded = decode("impacts", key, value, MAX_BYTES)
         if not isinstance(decoded, Decoded) or not isinstance(decoded.model, Impact):
             return []
+        impacts = [decoded.model]
         raw = _get(state, "w")
-        current, jobs = add_impact(decode_windows(raw) if raw else None, decoded.model, window, grace)
-        _set(state, "w", encode_windows(current))
-        return [("jobs", j.image_digest.encode(), encode(j)) for j in jobs]
+        hit = last_index.get(key)
+        carried: dict[Entry, PendingJob]
+        if raw is None:
+            index, carried = WindowIndex(), {}
+        elif hit is not None and hit[0] == raw:
+            index, carried = hit[1]
+        else:
+            index, carried = decode_index(raw)
+
+        def read(name: str) -> bytes | None:
+            return _get(state, name)
+
+        needed = entries_needed(index, impacts, window, grace)
+        loaded = load_entries(read, "w", index, needed, carried)
+        result = fold_split(
+            index, loaded, lambda current: add_impacts(current, impacts, window, grace), frozenset(carried)
+        )
+        writes = store_changes("w", result)
+        for name, data in writes:
+            if data is None:
+                state.delete(name)
+            else:
+                _set(state, name, data)
+        last_index[key] = (writes[-1][1] or b"", (result.index, {}))
+        return [("jobs", j.image_digest.encode(), encode(j)) for j in result.jobs]
 
     for name, fold in (
         ("inventory", inventory_fold),

@@ -58,6 +58,22 @@ class PendingJob:
     impacts: int = field(default=0, compare=False)
 
 
+def reason_order(row: ReasonRow) -> tuple[str, str, int, str]:
+    """The order of a job's reasons (and of a pending job's stored rows)."""
+    return (row[0], row[1], row[2] if row[2] is not None else -1, row[3])
+
+
+def sorted_reasons(rows: Iterable[ReasonRow]) -> list[ReasonRow]:
+    """`rows` in `reason_order`. Tuples compare in C without a key function, and give the same order
+    whenever they can be compared: they cannot only where one row's time is None and another's with the
+    same source and id is not, and Timsort's result depends only on the comparisons it makes."""
+    rows = list(rows)
+    try:
+        return sorted(rows)  # type: ignore[type-var]
+    except TypeError:
+        return sorted(rows, key=reason_order)
+
+
 def _row(reason: Reason) -> ReasonRow:
     return (reason.source, reason.id, to_epoch(reason.modified) if reason.modified else None, reason.detail)
 
@@ -140,7 +156,7 @@ def make_job(
         sources={r[0] for r in rows},
         forced=pending.forced,
     )
-    ordered = sorted(rows, key=lambda r: (r[0], r[1], r[2] if r[2] is not None else -1, r[3]))
+    ordered = sorted_reasons(rows)
     reasons = [
         Reason(source=s, id=i, modified=from_epoch(m) if m is not None else None, detail=d)  # type: ignore[arg-type]
         for s, i, m, d in ordered
@@ -182,9 +198,7 @@ def encode_pending(p: PendingJob) -> list[object]:
     return [
         p.tenant,
         p.digest,
-        sorted(
-            [list(r) for r in p.reasons], key=lambda r: (r[0], r[1], r[2] if r[2] is not None else -1, r[3])
-        ),
+        sorted_reasons(p.reasons),  # tuples: orjson writes them as arrays
         p.severity,
         p.kev,
         p.running,

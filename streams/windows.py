@@ -17,8 +17,8 @@ shell that prefers one state per partition gets a partition-wide watermark inste
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from enum import Enum
 
@@ -28,10 +28,12 @@ from streams.jobs import (
     DEFAULT_CONFIG,
     JobConfig,
     PendingJob,
+    ReasonRow,
     decode_pending,
     encode_pending,
     make_job,
     merge_impact,
+    sorted_reasons,
 )
 
 DEFAULT_WINDOW = 30
@@ -84,6 +86,32 @@ def add_impact(
     return add_impacts(state, [impact], window, grace, config)
 
 
+def _assign(
+    state: WindowState, impacts: Iterable[Impact], window: int, grace: int
+) -> tuple[WindowState, list[int]]:
+    """The clock after `impacts` and each impact's window start (the state's windows are kept as they are).
+
+    The boundary advances even when no window was open below it, so later stragglers count as late. An
+    impact whose window is below the boundary when it arrives goes to the first open window. Every window
+    below the final boundary is closed, and none of them gets an impact after it closed, so closing them
+    all at the end of the fold gives the same jobs, in the same order, as closing each when its boundary
+    passed."""
+    watermark, closed_before, late = state.watermark, state.closed_before, state.late
+    starts: list[int] = []
+    for impact in impacts:
+        t = to_epoch(impact.event_time)
+        start = window_start(t, window)
+        if closed_before is not None and start < closed_before:
+            start = closed_before
+            late += 1
+        starts.append(start)
+        watermark = t if watermark is None else max(watermark, t)
+        boundary = window_start(watermark - grace, window)
+        if closed_before is None or boundary > closed_before:
+            closed_before = boundary
+    return WindowState(state.windows, watermark, closed_before, late), starts
+
+
 def add_impacts(
     state: WindowState | None,
     impacts: Iterable[Impact],
@@ -93,31 +121,27 @@ def add_impacts(
 ) -> tuple[WindowState, list[JobCommand]]:
     """Fold impacts in order; returns the new state and the jobs of the windows they close, in the order
     they close. The result equals folding them one at a time, but the state is copied once, not once per
-    impact (a tenant stage folds a batch of hundreds into windows of hundreds of jobs)."""
+    impact (a tenant stage folds a batch of hundreds into windows of hundreds of jobs).
+
+    It reads only the windows the impacts land in and those that close: a state holding just those
+    entries (the stream's split state, `load_split`) gives the same jobs."""
     state = state or WindowState()
-    windows = {start: dict(jobs) for start, jobs in state.windows.items()}
-    watermark, closed_before, late = state.watermark, state.closed_before, state.late
-    span = timedelta(seconds=window)
-    out: list[JobCommand] = []
-    for impact in impacts:
-        t = to_epoch(impact.event_time)
-        start = window_start(t, window)
-        if closed_before is not None and start < closed_before:
-            start = closed_before
-            late += 1
-        jobs = windows.setdefault(start, {})
+    impacts = list(impacts)
+    clock, starts = _assign(state, impacts, window, grace)
+    windows = dict(state.windows)
+    copied: set[int] = set()
+    for start, impact in zip(starts, impacts, strict=True):
+        if start not in copied:
+            windows[start] = dict(windows.get(start, {}))
+            copied.add(start)
+        jobs = windows[start]
         key = (impact.tenant, impact.image_digest)
         jobs[key] = merge_impact(jobs.get(key), impact)
-        watermark = t if watermark is None else max(watermark, t)
-        boundary = window_start(watermark - grace, window)
-        if closed_before is not None and boundary <= closed_before:
-            continue
-        # The boundary advances even when no window was open below it, so later stragglers count as late.
-        closed_before = boundary
-        for begin in sorted(s for s in windows if s + window <= boundary):
-            closing = windows.pop(begin)
-            out.extend(make_job(closing[k], from_epoch(begin), span, config) for k in sorted(closing))
-    return WindowState(windows, watermark, closed_before, late), out
+    merged = WindowState(windows, clock.watermark, state.closed_before, clock.late)
+    if clock.closed_before is None:
+        return merged, []
+    closed, out = _close(merged, clock.closed_before, window, config)
+    return WindowState(closed.windows, clock.watermark, clock.closed_before, clock.late), out
 
 
 def flush_idle(
@@ -154,6 +178,233 @@ def decode_windows(data: bytes) -> WindowState:
         pendings = [decode_pending(row) for row in rows]
         windows[int(start)] = {(p.tenant, p.digest): p for p in pendings}
     return WindowState(windows, header["wm"], header["cb"], int(header["late"]))
+
+
+# ------------------------------------------------------------------------------- the stream's split state
+#
+# A tenant's windows can hold thousands of pending jobs, each with hundreds of reasons (a 5,000-advisory
+# re-sync in one window: tens of MB), far over a changelog record's limit; and folding a batch into them
+# would re-encode all of it. So the stream keeps them split over keys of one table: under the tenant's key
+# a small index (the clock, and for each open window its images and how many chunks each has stored), and
+# per (window, image) a run of chunks: every fold that changes a pending job appends one chunk with the
+# job's fields and the reasons that fold added. A fold reads the last chunk of each job it merges into,
+# all chunks of the jobs whose windows it closes (`entries_needed`, `load_entries`), and writes, in this
+# order to the tenant's changelog partition: its new chunks, the deletes of the chunks of the entries the
+# previous fold closed, then the index (`store_changes`). So a fold writes what it adds, one record per
+# changed job, not what the windows hold.
+#
+# A crash part-way leaves chunks ahead of the index. The redelivered impacts are folded again from the
+# index's counts: the chunk numbers are the same, so they overwrite what the crashed fold wrote, with the
+# reasons of impacts that are all redelivered (a shorter redelivered batch leaves the rest to the next
+# chunk). A chunk past the index's count is never read; if its window closes before that number is
+# written again, it stays behind (one record per crash at most). The entries of windows a fold closes are
+# deleted by the next fold, once the index that no longer lists them is written.
+
+Entry = tuple[int, WindowKey]  # (window start, (tenant, digest))
+_SEP = "\x1f"
+
+
+@dataclass(frozen=True, slots=True)
+class WindowIndex:
+    """The tenant record of the split state."""
+
+    open: dict[int, dict[WindowKey, int]] = field(default_factory=dict)  # start → job key → chunks stored
+    watermark: int | None = None
+    closed_before: int | None = None
+    late: int = 0
+    closed: tuple[tuple[Entry, int], ...] = ()  # the last fold's closed entries and chunk counts: to delete
+
+
+@dataclass(frozen=True, slots=True)
+class Needed:
+    merge: list[Entry]  # entries the fold merges into: their fields (reasons are only added)
+    close: list[Entry]  # entries of the windows it closes: whole, for their jobs
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    number: int
+    pending: PendingJob  # the job's fields (its reasons are not stored from here)
+    reasons: frozenset[ReasonRow]  # the reasons this chunk adds
+
+
+@dataclass(frozen=True, slots=True)
+class SplitFold:
+    index: WindowIndex
+    writes: dict[Entry, Chunk]  # to write before the deletes and the index
+    deletes: tuple[tuple[Entry, int], ...]
+    jobs: list[JobCommand]
+
+
+def chunk_key(key: str, entry: Entry, chunk: int) -> str:
+    """The table key of one chunk of a pending job of the index at `key` (a tenant)."""
+    start, (tenant, digest) = entry
+    return f"{key}{_SEP}{start}{_SEP}{tenant}{_SEP}{digest}{_SEP}{chunk}"
+
+
+def is_index_key(key: str) -> bool:
+    return _SEP not in key
+
+
+def all_entries(index: WindowIndex) -> Needed:
+    """What a flush reads: every open entry, whole."""
+    return Needed([], sorted((start, key) for start, keys in index.open.items() for key in keys))
+
+
+def entries_needed(index: WindowIndex, impacts: list[Impact], window: int, grace: int) -> Needed:
+    """The stored entries `add_impacts` reads: those the impacts merge into, and every entry of the windows
+    they close (sorted)."""
+    clock, starts = _assign(
+        WindowState({}, index.watermark, index.closed_before, index.late), impacts, window, grace
+    )
+    boundary = clock.closed_before
+    close: set[Entry] = set()
+    if boundary is not None:
+        for start, keys in index.open.items():
+            if start < boundary:
+                close.update((start, key) for key in keys)
+    merge: set[Entry] = set()
+    for start, impact in zip(starts, impacts, strict=True):
+        entry = (start, (impact.tenant, impact.image_digest))
+        if entry[1] in index.open.get(start, ()) and entry not in close:
+            merge.add(entry)
+    return Needed(sorted(merge), sorted(close))
+
+
+def fold_split(
+    index: WindowIndex,
+    loaded: Mapping[Entry, PendingJob],
+    step: Callable[[WindowState], tuple[WindowState, list[JobCommand]]],
+    unsaved: frozenset[Entry] = frozenset(),
+) -> SplitFold:
+    """Run a window fold (`add_impacts`, `flush_idle`) over the loaded entries of a split state and say
+    what to store. `loaded` holds what `entries_needed` (`all_entries` for a flush) names: the entries to
+    merge into, possibly without their stored reasons, and those of closing windows whole. `unsaved`
+    entries are loaded whole but not stored as chunks yet (an index from before the split carried them)."""
+    # Every open window is there, loaded or not, so a step that closes "all of them" sees them all.
+    windows: dict[int, dict[WindowKey, PendingJob]] = {start: {} for start in index.open}
+    for (start, key), pending in loaded.items():
+        windows.setdefault(start, {})[key] = pending
+    after, jobs = step(WindowState(windows, index.watermark, index.closed_before, index.late))
+    boundary = after.closed_before
+    closing = [s for s in index.open if boundary is not None and s < boundary]
+    for start in closing:
+        missing = index.open[start].keys() - windows.get(start, {}).keys()
+        if missing:
+            raise ValueError(f"window {start} closed without {len(missing)} of its entries loaded")
+    writes: dict[Entry, Chunk] = {}
+    open_ = {s: keys for s, keys in index.open.items() if s not in closing}
+    for start, pendings in after.windows.items():
+        before = windows.get(start, {})
+        counts: dict[WindowKey, int] | None = None
+        for key, pending in pendings.items():
+            entry, prior = (start, key), before.get(key)
+            if prior is pending and entry not in unsaved:
+                continue
+            if counts is None:
+                counts = open_[start] = dict(open_.get(start, {}))
+            number = 0 if entry in unsaved else counts.get(key, 0)
+            added = pending.reasons if prior is None or entry in unsaved else pending.reasons - prior.reasons
+            writes[entry] = Chunk(number, pending, added)
+            counts[key] = number + 1
+    closed = tuple(sorted(((s, k), n) for s in closing for k, n in index.open[s].items()))
+    return SplitFold(
+        WindowIndex(open_, after.watermark, after.closed_before, after.late, closed),
+        writes,
+        index.closed,
+        jobs,
+    )
+
+
+def encode_index(index: WindowIndex) -> bytes:
+    return pack(
+        {
+            "v": 2,
+            "open": [
+                [start, sorted([t, d, n] for (t, d), n in keys.items())]
+                for start, keys in sorted(index.open.items())
+            ],
+            "wm": index.watermark,
+            "cb": index.closed_before,
+            "late": index.late,
+            "closed": [[start, tenant, digest, n] for (start, (tenant, digest)), n in index.closed],
+        }
+    )
+
+
+def decode_index(data: bytes) -> tuple[WindowIndex, dict[Entry, PendingJob]]:
+    """The index, and the entries it carries itself: none, unless it is a whole state written before the
+    split (its pending jobs become chunks at its next fold)."""
+    header, _ = unpack(data)
+    if "w" in header:
+        state = decode_windows(data)
+        carried = {(s, k): p for s, jobs in state.windows.items() for k, p in jobs.items()}
+        open_ = {s: dict.fromkeys(jobs, 0) for s, jobs in state.windows.items()}
+        return WindowIndex(open_, state.watermark, state.closed_before, state.late), carried
+    index = WindowIndex(
+        {int(start): {(str(t), str(d)): int(n) for t, d, n in keys} for start, keys in header["open"]},
+        header["wm"],
+        header["cb"],
+        int(header["late"]),
+        tuple(((int(s), (str(t), str(d))), int(n)) for s, t, d, n in header["closed"]),
+    )
+    return index, {}
+
+
+def encode_chunk(chunk: Chunk) -> bytes:
+    fields = encode_pending(replace(chunk.pending, reasons=frozenset()))
+    return pack({"p": fields, "r": sorted_reasons(chunk.reasons)})
+
+
+def decode_chunk(data: bytes) -> tuple[PendingJob, frozenset[ReasonRow]]:
+    """The job's fields as of the chunk (without reasons) and the reasons the chunk adds."""
+    fields, _ = unpack(data)
+    return decode_pending(fields["p"]), frozenset((r[0], r[1], r[2], r[3]) for r in fields["r"])
+
+
+Reader = Callable[[str], bytes | None]
+
+
+def load_entries(
+    read: Reader, key: str, index: WindowIndex, needed: Needed, carried: Mapping[Entry, PendingJob]
+) -> dict[Entry, PendingJob]:
+    """The entries a fold needs, from the table (`read`: the shell's, or a dict's `get` in tests): the
+    fields of those it merges into (their last chunk), the whole of those it closes (all their chunks),
+    and every carried one."""
+
+    def chunk(entry: Entry, number: int) -> tuple[PendingJob, frozenset[ReasonRow]]:
+        name = chunk_key(key, entry, number)
+        data = read(name)
+        if data is None:  # the index counts it: a lost table write, not a state to fold on
+            raise ValueError(f"window state {name!r} is missing")
+        return decode_chunk(data)
+
+    loaded: dict[Entry, PendingJob] = dict(carried)  # all of them: the fold writes them out
+    for entry in needed.merge:
+        if entry not in carried:
+            loaded[entry] = chunk(entry, index.open[entry[0]][entry[1]] - 1)[0]
+    for entry in needed.close:
+        if entry not in carried:
+            rows: set[ReasonRow] = set()
+            fields = None
+            for number in range(index.open[entry[0]][entry[1]]):
+                fields, added = chunk(entry, number)
+                rows.update(added)
+            assert fields is not None  # an entry in the index has at least one chunk
+            loaded[entry] = replace(fields, reasons=frozenset(rows))
+    return loaded
+
+
+def store_changes(key: str, result: SplitFold) -> list[tuple[str, bytes | None]]:
+    """The table writes of a fold, in the order they must reach the changelog (None deletes): the new
+    chunks, the deletes of the chunks of the entries the previous fold closed, the index last."""
+    writes: list[tuple[str, bytes | None]] = [
+        (chunk_key(key, entry, chunk.number), encode_chunk(chunk)) for entry, chunk in result.writes.items()
+    ]
+    for entry, count in result.deletes:
+        writes += [(chunk_key(key, entry, number), None) for number in range(count)]
+    writes.append((key, encode_index(result.index)))
+    return writes
 
 
 # ----------------------------------------------------------------------------------------- idle flush gate

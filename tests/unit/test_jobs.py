@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from schemas.canonical import dumps
 from schemas.messages import Impact
@@ -132,3 +134,20 @@ def test_pending_rows_round_trip_and_old_rows_decode() -> None:
     assert decode_pending(encode_pending(pending)) == pending
     old_row = encode_pending(pending)[:11]  # written before retry_of existed
     assert decode_pending(old_row).retry_of is None
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["advisory", "vex", "policy"]),
+            st.sampled_from(["A", "B"]),
+            st.none() | st.integers(0, 3),
+            st.sampled_from(["x", "y"]),
+        ),
+        max_size=30,
+    )
+)
+def test_sorted_reasons_is_the_reason_order(rows: list[tuple[str, str, int | None, str]]) -> None:
+    from streams.jobs import reason_order, sorted_reasons
+
+    assert sorted_reasons(rows) == sorted(rows, key=reason_order)

@@ -293,3 +293,36 @@ def test_a_table_value_over_the_record_limit_is_reported_once_per_key(caplog: An
     assert len(errors) == 1
     assert "'big' is 64 bytes, over the record limit of 16" in errors[0]
     assert table == {"small": b"x" * 8, "big": b"x" * 65}  # still written: reported, not refused
+
+
+async def test_a_split_fold_writes_its_other_keys_first_and_the_guarded_key_last() -> None:
+    """The split window state relies on it: in a batch the table writes reach the changelog in the order
+    of each key's last write, so the guarded key (written after its other keys by every fold) follows
+    them all, and a None write deletes."""
+    from agents.shell import apply_guarded_split
+
+    topic, table = Topic(), Table()
+    table["old"] = b"x"
+    table.log.clear()
+
+    def fold(
+        n: int,
+    ) -> Any:
+        def run(state: bytes | None, fresh: list[int]) -> tuple[bytes | None, list[Output], list[Any]]:
+            return str(n).encode(), [], [(f"e{n}", b"entry"), ("old", None)]
+
+        return run
+
+    batch, token = open_batch()
+    try:
+        assert await apply_guarded_split(table, "t", [event(0)], fold(1)) == [0]
+        write(table, "other", b"o", event(1))
+        assert await apply_guarded_split(table, "t", [event(1)], fold(2)) == [0]
+        assert read(table, "old") is None
+    finally:
+        end_batch(token)
+    topic.ack_all()
+    await batch.close(lambda attempt, exc: asyncio.sleep(0))
+    assert table.log == ["e1", "other", "e2", "t"]  # "t" and "old" moved to their last write
+    assert "old" not in table
+    assert decode(table["t"]).state == b"2"
