@@ -77,15 +77,16 @@ log = logging.getLogger("stella.tenant")
 
 def job_outputs(pipe: Pipeline, jobs: list[JobCommand]) -> list[Output]:
     """Job commands to the jobs topic, plus each run's plan (its complete job list) to the run stage."""
-    encoded = [encode(job) for job in jobs]  # once: each job goes to two topics
-    outputs = [pipe.out("jobs", job.image_digest, value) for job, value in zip(jobs, encoded, strict=True)]
+    outputs: list[Output] = []
     by_run: dict[str, list[tuple[JobCommand, bytes]]] = defaultdict(list)
-    for job, value in zip(jobs, encoded, strict=True):
+    for job in jobs:
+        value = encode(job)  # once: each job goes to two topics
+        outputs.append(pipe.out("jobs", job.image_digest, value))
         by_run[job.run_id].append((job, value))
     for run_id in sorted(by_run):
-        run_jobs = [job for job, _ in by_run[run_id]]
-        for _, value in by_run[run_id]:
-            outputs.append(pipe.out("run-inputs", run_id, value))
+        pairs = by_run[run_id]
+        outputs.extend(pipe.out("run-inputs", run_id, value) for _, value in pairs)
+        run_jobs = [job for job, _ in pairs]
         planned = RunPlanned(
             run_id=run_id,
             tenant=run_jobs[0].tenant,
