@@ -134,10 +134,10 @@ def register(pipe: Pipeline) -> None:
             return read(windows, key)  # type: ignore[no-any-return]
 
         loaded = load_entries(get, tenant, index, needed(index), carried)
-        result = fold_split(index, loaded, step, frozenset(carried))
+        result = fold_split(index, loaded, step)
         *others, (_, encoded) = store_changes(tenant, result)
         assert encoded is not None
-        index_cache.remember(tenant, encoded, (result.index, {}))
+        index_cache.remember(tenant, encoded, (result.index, result.inline))
         observe.late(result.index.late - index.late)
         return encoded, job_outputs(pipe, result.jobs), others
 

@@ -190,16 +190,14 @@ def build(prefix: str, partitions: int, window: int, grace: int) -> Application:
 
         needed = entries_needed(index, impacts, window, grace)
         loaded = load_entries(read, "w", index, needed, carried)
-        result = fold_split(
-            index, loaded, lambda current: add_impacts(current, impacts, window, grace), frozenset(carried)
-        )
+        result = fold_split(index, loaded, lambda current: add_impacts(current, impacts, window, grace))
         writes = store_changes("w", result)
         for name, data in writes:
             if data is None:
                 state.delete(name)
             else:
                 _set(state, name, data)
-        last_index[key] = (writes[-1][1] or b"", (result.index, {}))
+        last_index[key] = (writes[-1][1] or b"", (result.index, result.inline))
         return [("jobs", j.image_digest.encode(), encode(j)) for j in result.jobs]
 
     for name, fold in (

@@ -185,9 +185,9 @@ def decode_windows(data: bytes) -> WindowState:
 # A tenant's windows can hold thousands of pending jobs, each with hundreds of reasons (a 5,000-advisory
 # re-sync in one window: tens of MB), far over a changelog record's limit; and folding a batch into them
 # would re-encode all of it. So the stream keeps them split over keys of one table: under the tenant's key
-# a small index (the clock, and for each open window its images and how many chunks each has stored), and
-# per (window, image) a run of chunks: every fold that changes a pending job appends one chunk with the
-# job's fields and the reasons that fold added. A fold reads the last chunk of each job it merges into,
+# an index (the clock; the pending jobs of small windows inline, see INLINE_REASONS; for each other open
+# window its images and how many chunks each has stored), and per (window, image) a run of chunks: every
+# fold that changes a pending job appends one chunk with the job's fields and the reasons that fold added. A fold reads the last chunk of each job it merges into,
 # all chunks of the jobs whose windows it closes (`entries_needed`, `load_entries`), and writes, in this
 # order to the tenant's changelog partition: its new chunks, the deletes of the chunks of the entries the
 # previous fold closed, then the index (`store_changes`). So a fold writes what it adds, one record per
@@ -234,6 +234,7 @@ class SplitFold:
     writes: dict[Entry, Chunk]  # to write before the deletes and the index
     deletes: tuple[tuple[Entry, int], ...]
     jobs: list[JobCommand]
+    inline: dict[Entry, PendingJob] = field(default_factory=dict)  # stored in the index record
 
 
 def chunk_key(key: str, entry: Entry, chunk: int) -> str:
@@ -271,16 +272,24 @@ def entries_needed(index: WindowIndex, impacts: list[Impact], window: int, grace
     return Needed(sorted(merge), sorted(close))
 
 
+# A window starts inline: its pending jobs live in the index record itself, rewritten by every fold, which
+# is cheapest while they are few (a short window closes before it grows: one record per fold, nothing to
+# delete). Once the inline jobs of a tenant hold more than this many reasons (~100 bytes each), their
+# windows spill to chunks and stay chunked until they close, so the index stays far below a record's limit.
+INLINE_REASONS = 2_000
+
+
 def fold_split(
     index: WindowIndex,
     loaded: Mapping[Entry, PendingJob],
     step: Callable[[WindowState], tuple[WindowState, list[JobCommand]]],
-    unsaved: frozenset[Entry] = frozenset(),
+    budget: int = INLINE_REASONS,
 ) -> SplitFold:
     """Run a window fold (`add_impacts`, `flush_idle`) over the loaded entries of a split state and say
-    what to store. `loaded` holds what `entries_needed` (`all_entries` for a flush) names: the entries to
-    merge into, possibly without their stored reasons, and those of closing windows whole. `unsaved`
-    entries are loaded whole but not stored as chunks yet (an index from before the split carried them)."""
+    what to store. `loaded` holds every inline entry (those the index record carries) and what
+    `entries_needed` (`all_entries` for a flush) names of the chunked windows: the entries to merge into,
+    possibly without their stored reasons, and those of closing windows whole. A window not chunked yet
+    stays inline unless the inline entries would hold more than `budget` reasons."""
     # Every open window is there, loaded or not, so a step that closes "all of them" sees them all.
     windows: dict[int, dict[WindowKey, PendingJob]] = {start: {} for start in index.open}
     for (start, key), pending in loaded.items():
@@ -292,20 +301,30 @@ def fold_split(
         missing = index.open[start].keys() - windows.get(start, {}).keys()
         if missing:
             raise ValueError(f"window {start} closed without {len(missing)} of its entries loaded")
+    inline_starts = [s for s in after.windows if s not in index.open]
+    spill = sum(len(p.reasons) + 1 for s in inline_starts for p in after.windows[s].values()) > budget
+    kept: dict[Entry, PendingJob] = {}
     writes: dict[Entry, Chunk] = {}
     open_ = {s: keys for s, keys in index.open.items() if s not in closing}
     for start, pendings in after.windows.items():
+        if start not in index.open:
+            if not spill:
+                kept.update(((start, key), pending) for key, pending in pendings.items())
+                continue
+            open_[start] = dict.fromkeys(pendings, 1)  # spilled: each job whole, as its chunk 0
+            writes.update(((start, key), Chunk(0, p, p.reasons)) for key, p in pendings.items())
+            continue
         before = windows.get(start, {})
         counts: dict[WindowKey, int] | None = None
         for key, pending in pendings.items():
-            entry, prior = (start, key), before.get(key)
-            if prior is pending and entry not in unsaved:
+            prior = before.get(key)
+            if prior is pending:
                 continue
             if counts is None:
                 counts = open_[start] = dict(open_.get(start, {}))
-            number = 0 if entry in unsaved else counts.get(key, 0)
-            added = pending.reasons if prior is None or entry in unsaved else pending.reasons - prior.reasons
-            writes[entry] = Chunk(number, pending, added)
+            number = counts.get(key, 0)
+            added = pending.reasons if prior is None else pending.reasons - prior.reasons
+            writes[(start, key)] = Chunk(number, pending, added)
             counts[key] = number + 1
     closed = tuple(sorted(((s, k), n) for s in closing for k, n in index.open[s].items()))
     return SplitFold(
@@ -313,10 +332,14 @@ def fold_split(
         writes,
         index.closed,
         jobs,
+        kept,
     )
 
 
-def encode_index(index: WindowIndex) -> bytes:
+def encode_index(index: WindowIndex, inline: Mapping[Entry, PendingJob] | None = None) -> bytes:
+    by_start: dict[int, list[PendingJob]] = {}
+    for (start, _key), pending in sorted((inline or {}).items()):
+        by_start.setdefault(start, []).append(pending)
     return pack(
         {
             "v": 2,
@@ -324,6 +347,7 @@ def encode_index(index: WindowIndex) -> bytes:
                 [start, sorted([t, d, n] for (t, d), n in keys.items())]
                 for start, keys in sorted(index.open.items())
             ],
+            "inline": [[start, [encode_pending(p) for p in jobs]] for start, jobs in by_start.items()],
             "wm": index.watermark,
             "cb": index.closed_before,
             "late": index.late,
@@ -333,14 +357,13 @@ def encode_index(index: WindowIndex) -> bytes:
 
 
 def decode_index(data: bytes) -> tuple[WindowIndex, dict[Entry, PendingJob]]:
-    """The index, and the entries it carries itself: none, unless it is a whole state written before the
-    split (its pending jobs become chunks at its next fold)."""
+    """The index, and the entries it carries inline (a whole state written before the split is read as an
+    index whose windows are all inline)."""
     header, _ = unpack(data)
     if "w" in header:
         state = decode_windows(data)
         carried = {(s, k): p for s, jobs in state.windows.items() for k, p in jobs.items()}
-        open_ = {s: dict.fromkeys(jobs, 0) for s, jobs in state.windows.items()}
-        return WindowIndex(open_, state.watermark, state.closed_before, state.late), carried
+        return WindowIndex({}, state.watermark, state.closed_before, state.late), carried
     index = WindowIndex(
         {int(start): {(str(t), str(d)): int(n) for t, d, n in keys} for start, keys in header["open"]},
         header["wm"],
@@ -348,7 +371,12 @@ def decode_index(data: bytes) -> tuple[WindowIndex, dict[Entry, PendingJob]]:
         int(header["late"]),
         tuple(((int(s), (str(t), str(d))), int(n)) for s, t, d, n in header["closed"]),
     )
-    return index, {}
+    inline: dict[Entry, PendingJob] = {}
+    for start, rows in header.get("inline", []):
+        for row in rows:
+            pending = decode_pending(row)
+            inline[(int(start), (pending.tenant, pending.digest))] = pending
+    return index, inline
 
 
 def encode_chunk(chunk: Chunk) -> bytes:
@@ -366,11 +394,11 @@ Reader = Callable[[str], bytes | None]
 
 
 def load_entries(
-    read: Reader, key: str, index: WindowIndex, needed: Needed, carried: Mapping[Entry, PendingJob]
+    read: Reader, key: str, index: WindowIndex, needed: Needed, inline: Mapping[Entry, PendingJob]
 ) -> dict[Entry, PendingJob]:
     """The entries a fold needs, from the table (`read`: the shell's, or a dict's `get` in tests): the
     fields of those it merges into (their last chunk), the whole of those it closes (all their chunks),
-    and every carried one."""
+    and every inline one."""
 
     def chunk(entry: Entry, number: int) -> tuple[PendingJob, frozenset[ReasonRow]]:
         name = chunk_key(key, entry, number)
@@ -379,12 +407,12 @@ def load_entries(
             raise ValueError(f"window state {name!r} is missing")
         return decode_chunk(data)
 
-    loaded: dict[Entry, PendingJob] = dict(carried)  # all of them: the fold writes them out
+    loaded: dict[Entry, PendingJob] = dict(inline)  # all of them: the fold stores them again
     for entry in needed.merge:
-        if entry not in carried:
+        if entry not in inline:
             loaded[entry] = chunk(entry, index.open[entry[0]][entry[1]] - 1)[0]
     for entry in needed.close:
-        if entry not in carried:
+        if entry not in inline:
             rows: set[ReasonRow] = set()
             fields = None
             for number in range(index.open[entry[0]][entry[1]]):
@@ -403,7 +431,7 @@ def store_changes(key: str, result: SplitFold) -> list[tuple[str, bytes | None]]
     ]
     for entry, count in result.deletes:
         writes += [(chunk_key(key, entry, number), None) for number in range(count)]
-    writes.append((key, encode_index(result.index)))
+    writes.append((key, encode_index(result.index, result.inline)))
     return writes
 
 

@@ -14,6 +14,7 @@ from schemas.canonical import dumps
 from schemas.messages import Impact
 from streams.jobs import PendingJob
 from streams.windows import (
+    INLINE_REASONS,
     Needed,
     WindowIndex,
     WindowState,
@@ -42,6 +43,7 @@ class Store:
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
         self.completed = True
+        self.budget = INLINE_REASONS
 
     def index(self) -> tuple[WindowIndex, dict[tuple[int, tuple[str, str]], PendingJob]]:
         raw = self.data.get(TENANT)
@@ -57,7 +59,7 @@ class Store:
         index's guard (not modelled here) has not seen the records, so they are folded again."""
         index, carried = self.index()
         loaded = load_entries(self.data.get, TENANT, index, needed(index), carried)
-        result = fold_split(index, loaded, step, frozenset(carried))
+        result = fold_split(index, loaded, step, self.budget)
         writes = store_changes(TENANT, result)
         self.completed = crash_after is None or crash_after >= len(writes)
         for key, value in writes[:crash_after]:
@@ -102,6 +104,8 @@ def test_split_folds_with_crashes_give_the_whole_state_jobs(
     impacts = [impact(d, at, rid=f"{rid}{at % 5}") for d, at, rid in rows]
     expected = whole(impacts)
     store, out, done = Store(), [], 0
+    # 0: every window spills at once (all chunked); a few: some stay inline, some spill; default: inline.
+    store.budget = data.draw(st.sampled_from([0, 3, 12, INLINE_REASONS]), label="inline budget")
     while done < len(impacts):
         end = data.draw(st.integers(done + 1, len(impacts)), label="batch end")
         batch = impacts[done:end]
@@ -137,13 +141,14 @@ def test_an_index_from_before_the_split_carries_its_entries_over() -> None:
     store.data[TENANT] = encode_windows(state)  # the whole state, as written before the split
     later = [impact("d1", 5, rid="C"), impact("d3", 12, rid="D")]  # the window stays open
     out = store.fold(*add(later))
-    assert store.index()[1] == {}  # written out as entries, d2 too although no impact touched it
+    assert sorted(k for _, (_, k) in store.index()[1]) == ["d1", "d2", "d3"]  # inline in the new index
     out += store.fold(*add([impact("d4", 70, rid="E")])) + store.fold(*flush())
     assert out == whole([*first, *later, impact("d4", 70, rid="E")])
 
 
 def test_a_window_closed_without_its_entries_is_refused() -> None:
     store = Store()
+    store.budget = 0  # chunked
     store.fold(*add([impact("d1", 1), impact("d2", 2)]))
     index, _ = store.index()
     with pytest.raises(ValueError, match="closed without 2 of its entries"):
@@ -152,6 +157,7 @@ def test_a_window_closed_without_its_entries_is_refused() -> None:
 
 def test_index_round_trips() -> None:
     store = Store()
+    store.budget = 0  # chunked
     store.fold(*add([impact("d1", 1)]))
     store.fold(*add([impact("d2", 45)]))
     index, carried = store.index()
@@ -160,3 +166,21 @@ def test_index_round_trips() -> None:
     t0 = 1704067200  # T0
     assert index.closed == (((t0, ("t1", "d1")), 1),)
     assert sorted(index.open) == [t0 + 30]
+
+
+def test_a_small_window_stays_inline_and_a_large_one_spills_to_chunks() -> None:
+    store = Store()
+    store.budget = 5
+    store.fold(*add([impact("d1", 1, rid="A"), impact("d2", 2, rid="B")]))
+    index, inline = store.index()
+    assert index.open == {}
+    assert len(inline) == 2  # 2 jobs, 2 reasons: 4 <= 5
+    assert [k for k in store.data if not is_index_key(k)] == []
+    store.fold(*add([impact("d1", 3, rid="C"), impact("d3", 4, rid="D")]))
+    index, inline = store.index()
+    assert inline == {}
+    assert [len(keys) for keys in index.open.values()] == [3]  # 3 jobs, 4 reasons: spilled
+    assert len([k for k in store.data if not is_index_key(k)]) == 3
+    store.fold(*add([impact("d4", 40, rid="E")]))  # closes the spilled window; the new one is inline
+    index, inline = store.index()
+    assert list(inline) == [(1704067230, ("t1", "d4"))]
