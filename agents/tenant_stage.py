@@ -212,7 +212,10 @@ def register(pipe: Pipeline) -> None:
 
     def has_open_windows(tenant: str) -> bool:
         state = unguard(read(windows, tenant)).state
-        return bool(state and index_cache(tenant, state)[0].open)
+        if not state:
+            return False
+        index, inline = index_cache(tenant, state)
+        return bool(index.open or inline)  # chunked windows, or inline ones
 
     async def on_tick(event: faust.EventT[Any], tick: Tick) -> None:
         await schedules.on_tick(event, tick)
