@@ -23,14 +23,26 @@ import faust
 from agents import observe
 from agents.executors import Executor, Ok, attempt_of, execute_with_timeout
 from agents.pipeline import OutputTooLarge, Pipeline
-from agents.shell import Output, apply_guarded, defer, publish, read
+from agents.shell import Output, apply_guarded, defer, partition_of, publish, read
 from schemas.canonical import dumps
 from schemas.codec import dead_letter
 from schemas.messages import Attempt, JobAttempt, JobCancel, JobCommand, JobResult, JobStarted
 from streams.fairness import Caps, QueueState, RunningState, admit
 from streams.findings import completed_result, failed_result, skipped_result
 from streams.guard import decode as unguard
-from streams.job_queue import DONE, Entry, enqueue, longer_history, queued, record_attempt, scaled_caps
+from streams.job_queue import (
+    DONE,
+    Entry,
+    ImageKey,
+    enqueue,
+    first_of_image,
+    image_key,
+    job_order,
+    longer_history,
+    queued,
+    record_attempt,
+    scaled_caps,
+)
 from streams.retry import GiveUp, RetryPolicy, next_attempt, sla_breach
 from streams.simulation import image_result, is_simulation
 
@@ -49,6 +61,7 @@ class Runner:
         self.policy = policy
         self.before_execute = before_execute
         self.entries: dict[str, Entry] = {}
+        self.by_image: dict[ImageKey, set[str]] = {}  # the known live jobs of each image (job_queue rule)
         self.queue = QueueState()
         self.running = RunningState()
         self.waiting: list[tuple[float, str]] = []  # (monotonic due, job id) of retries not yet due
@@ -61,7 +74,15 @@ class Runner:
         if job_id in self.running.jobs:
             return
         self.entries[job_id] = entry
+        key = image_key(entry.job)
+        if key is not None:
+            self.by_image.setdefault(key, set()).add(job_id)
         self.queue.remove(job_id)
+        if not self._may_start(entry.job):
+            return  # offered again when the job before it is forgotten
+        for later in self._same_image(entry.job):
+            if job_order(later.job) > job_order(entry.job) and later.job.job_id not in self.running.jobs:
+                self.queue.remove(later.job.job_id)  # offered before this one, which comes first
         delay = (entry.due_at - datetime.now(UTC)).total_seconds() if entry.due_at else 0.0
         if delay > 0:
             heapq.heappush(self.waiting, (time.monotonic() + delay, job_id))
@@ -70,8 +91,41 @@ class Runner:
         self.wake.set()
 
     def forget(self, job_id: str) -> None:
-        self.entries.pop(job_id, None)
+        """The job is done (its result folded): the next job of its image may start."""
+        entry = self._drop(job_id)
+        if entry is None:
+            return
+        waiting = [e for e in self._same_image(entry.job) if e.job.job_id not in self.running.jobs]
+        if waiting:
+            self.offer(min(waiting, key=lambda e: job_order(e.job)))
+
+    def revoke(self, partitions: set[int], total: int) -> None:
+        """Drop the jobs of partitions this worker no longer holds (not the running ones): their new owner
+        runs them from its table, and a stale copy run here would diff against a stale `last-results`."""
+        for job_id, entry in list(self.entries.items()):
+            if job_id not in self.running.jobs and partition_of(entry.job.image_digest, total) in partitions:
+                self._drop(job_id)
+
+    def _drop(self, job_id: str) -> Entry | None:
+        entry = self.entries.pop(job_id, None)
         self.queue.remove(job_id)
+        key = image_key(entry.job) if entry is not None else None
+        if key is not None:
+            ids = self.by_image.get(key, set())
+            ids.discard(job_id)
+            if not ids:
+                self.by_image.pop(key, None)
+        return entry
+
+    def _same_image(self, job: JobCommand) -> list[Entry]:
+        key = image_key(job)
+        if key is None:
+            return []
+        ids = self.by_image.get(key, set())
+        return [self.entries[i] for i in sorted(ids) if i != job.job_id and i in self.entries]
+
+    def _may_start(self, job: JobCommand) -> bool:
+        return first_of_image(job, [e.job for e in self._same_image(job)])
 
     def backlog(self) -> dict[str, int]:
         return {cls: self.queue.depth(cls) for cls in ("emergency", "high", "normal", "background")}
@@ -82,7 +136,7 @@ class Runner:
             while self.waiting and self.waiting[0][0] <= now:
                 _, job_id = heapq.heappop(self.waiting)
                 entry = self.entries.get(job_id)
-                if entry is not None and job_id not in self.running.jobs:
+                if entry is not None and job_id not in self.running.jobs and self._may_start(entry.job):
                     self.queue.enqueue(entry.job)
             while (job := admit(self.queue, self.running, self.caps)) is not None:
                 task = asyncio.create_task(self._execute(job))
@@ -105,7 +159,7 @@ class Runner:
             log.exception(
                 "job %s: attempt crashed; it stays queued", job.job_id, extra={"job_id": job.job_id}
             )
-            self.entries.pop(job.job_id, None)  # the reconcile loop re-offers it from the table
+            self._drop(job.job_id)  # the reconcile loop re-offers it from the table; the jobs after it wait
         finally:
             self.running.finish(job.job_id)
             self.wake.set()
@@ -315,8 +369,7 @@ def register(pipe: Pipeline, executor: Executor, before_execute: Any = None) -> 
     async def run_jobs() -> None:
         await runner.run()
 
-    @app.timer(interval=2.0)
-    async def reconcile() -> None:
+    def offer_recovered() -> None:
         # After a restart or a rebalance the recovered table holds jobs the runner has never seen.
         for job_id, raw in list(queue.items()):
             if job_id in runner.entries or job_id in runner.running.jobs:
@@ -324,5 +377,21 @@ def register(pipe: Pipeline, executor: Executor, before_execute: Any = None) -> 
             entry = queued(unguard(raw).state)
             if entry is not None:
                 runner.offer(entry)
+
+    @queue.on_recover
+    async def recovered() -> None:
+        # Before the partitions resume: a new command for an image must find the image's recovered jobs
+        # known, or it could start ahead of them (the job_queue rule).
+        offer_recovered()
+
+    async def revoked(_sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+        jobs = settings.topic("jobs")  # the signal's argument: the revoked topic-partitions
+        runner.revoke({tp.partition for tp in args[0] if tp.topic == jobs}, settings.partitions)
+
+    app.on_partitions_revoked.connect(revoked)
+
+    @app.timer(interval=2.0)
+    async def reconcile() -> None:
+        offer_recovered()
 
     return runner

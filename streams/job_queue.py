@@ -14,6 +14,7 @@ import orjson
 from schemas.canonical import dumps, parse_time
 from schemas.messages import Attempt, JobAttempt, JobCommand
 from streams.fairness import Caps
+from streams.simulation import is_simulation
 
 DONE = b"done"
 
@@ -104,3 +105,30 @@ def _scaled_caps(total: int) -> dict[str, Any]:
         "reserved": {"emergency": reserve_emergency, "high": reserve_high, "normal": 0, "background": 0},
         "per_tenant": {"emergency": total, "high": total, "normal": total, "background": total},
     }
+
+
+# One image's live jobs run one at a time, in this order: a job's findings are diffed against the image's
+# previous result (`last-results`), which only the result of the job before it may have set. Two jobs of
+# one image running together (or the later one first, after a rebalance handed both over at once) diffed
+# against a result older than the reference run's (soak seed 249819). Simulations never write
+# `last-results`, so they neither wait nor make a live job wait (streams/fairness.py rule 4).
+ImageKey = tuple[str, str]
+
+
+def image_key(job: JobCommand) -> ImageKey | None:
+    """The (tenant, digest) a live job is serialised on; None for a simulation."""
+    return None if is_simulation(job) else (job.tenant, job.image_digest)
+
+
+def job_order(job: JobCommand) -> tuple[datetime, str]:
+    """Event time, then id: the order one image's jobs run in, the same on every worker and replay."""
+    return job.window_end, job.job_id
+
+
+def first_of_image(job: JobCommand, others: list[JobCommand]) -> bool:
+    """Whether ``job`` may start: no other known job of its image comes before it."""
+    key = image_key(job)
+    if key is None:
+        return True
+    mine = job_order(job)
+    return not any(image_key(o) == key and o.job_id != job.job_id and job_order(o) < mine for o in others)

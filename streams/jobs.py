@@ -211,6 +211,11 @@ def encode_pending(p: PendingJob) -> list[object]:
     ]
 
 
+def decode_reasons(rows: Iterable[list[object]]) -> frozenset[ReasonRow]:
+    """Reason rows as stored (JSON lists) back to the tuples a fold compares."""
+    return frozenset((r[0], r[1], r[2], r[3]) for r in rows)  # type: ignore[misc]
+
+
 def decode_pending(row: list[object]) -> PendingJob:
     # Rows written before retry_of existed have 11 entries.
     tenant, digest, reasons, severity, kev, running, rescan, forced, revision, observed, impacts = row[:11]
@@ -219,7 +224,7 @@ def decode_pending(row: list[object]) -> PendingJob:
     return PendingJob(
         tenant=str(tenant),
         digest=str(digest),
-        reasons=frozenset((r[0], r[1], r[2], r[3]) for r in reasons),
+        reasons=decode_reasons(reasons),
         severity=severity,  # type: ignore[arg-type]
         kev=bool(kev),
         running=bool(running),

@@ -30,6 +30,7 @@ from streams.jobs import (
     PendingJob,
     ReasonRow,
     decode_pending,
+    decode_reasons,
     encode_pending,
     make_job,
     merge_impact,
@@ -151,10 +152,6 @@ def flush_idle(
     if state is None:
         return WindowState(), []
     return _close(state, None, window, config)
-
-
-def open_jobs(state: WindowState) -> int:
-    return sum(len(jobs) for jobs in state.windows.values())
 
 
 def encode_windows(state: WindowState) -> bytes:
@@ -387,7 +384,7 @@ def encode_chunk(chunk: Chunk) -> bytes:
 def decode_chunk(data: bytes) -> tuple[PendingJob, frozenset[ReasonRow]]:
     """The job's fields as of the chunk (without reasons) and the reasons the chunk adds."""
     fields, _ = unpack(data)
-    return decode_pending(fields["p"]), frozenset((r[0], r[1], r[2], r[3]) for r in fields["r"])
+    return decode_pending(fields["p"]), decode_reasons(fields["r"])
 
 
 Reader = Callable[[str], bytes | None]
