@@ -61,7 +61,7 @@ async def _run_doc(pipe: Any, run_id: str, done: Any, what: str, timeout: float 
         if done(doc):
             return doc
         await asyncio.sleep(1.0)
-    logs = "\n".join(w.output()[-3000:] for w in pipe.workers)
+    logs = "\n".join(f"--- worker {n}: {w.log}\n{w.report()}" for n, w in enumerate(pipe.workers))
     raise AssertionError(f"{what}: run {run_id} is {doc}\n{logs}")
 
 
