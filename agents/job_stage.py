@@ -62,6 +62,7 @@ class Runner:
         self.before_execute = before_execute
         self.entries: dict[str, Entry] = {}
         self.by_image: dict[ImageKey, set[str]] = {}  # the known live jobs of each image (job_queue rule)
+        self.recovered: set[str] = set()  # known from a recovered table, not offered yet (see `know`)
         self.queue = QueueState()
         self.running = RunningState()
         self.waiting: list[tuple[float, str]] = []  # (monotonic due, job id) of retries not yet due
@@ -69,10 +70,27 @@ class Runner:
         self.tasks: set[asyncio.Task[None]] = set()
         self.last: Any = None  # the `last` table, set by register()
 
+    def know(self, entry: Entry) -> None:
+        """A job of a recovered table: it holds back the later jobs of its image at once, but is only
+        offered by the reconcile timer, once the agent has had time to fold the attempt reports still
+        ahead of it on `job-attempts` (offered at once, it re-ran an attempt the table had not folded)."""
+        job_id = entry.job.job_id
+        if job_id in self.entries or job_id in self.running.jobs:
+            return
+        self.entries[job_id] = entry
+        self.recovered.add(job_id)
+        key = image_key(entry.job)
+        if key is not None:
+            self.by_image.setdefault(key, set()).add(job_id)
+            for later in self._same_image(entry.job):
+                if job_order(later.job) > job_order(entry.job) and later.job.job_id not in self.running.jobs:
+                    self.queue.remove(later.job.job_id)
+
     def offer(self, entry: Entry) -> None:
         job_id = entry.job.job_id
         if job_id in self.running.jobs:
             return
+        self.recovered.discard(job_id)
         self.entries[job_id] = entry
         key = image_key(entry.job)
         if key is not None:
@@ -97,7 +115,9 @@ class Runner:
             return
         waiting = [e for e in self._same_image(entry.job) if e.job.job_id not in self.running.jobs]
         if waiting:
-            self.offer(min(waiting, key=lambda e: job_order(e.job)))
+            following = min(waiting, key=lambda e: job_order(e.job))
+            if following.job.job_id not in self.recovered:  # those the reconcile timer offers, from the table
+                self.offer(following)
 
     def revoke(self, partitions: set[int], total: int) -> None:
         """Drop the jobs of partitions this worker no longer holds (not the running ones): their new owner
@@ -107,6 +127,7 @@ class Runner:
                 self._drop(job_id)
 
     def _drop(self, job_id: str) -> Entry | None:
+        self.recovered.discard(job_id)
         entry = self.entries.pop(job_id, None)
         self.queue.remove(job_id)
         key = image_key(entry.job) if entry is not None else None
@@ -369,20 +390,23 @@ def register(pipe: Pipeline, executor: Executor, before_execute: Any = None) -> 
     async def run_jobs() -> None:
         await runner.run()
 
-    def offer_recovered() -> None:
-        # After a restart or a rebalance the recovered table holds jobs the runner has never seen.
+    def recovered_entries() -> list[Entry]:
+        # After a restart or a rebalance the recovered table holds jobs the runner has never offered.
+        found = []
         for job_id, raw in list(queue.items()):
-            if job_id in runner.entries or job_id in runner.running.jobs:
-                continue  # known: not decoded again every tick
+            if job_id in runner.running.jobs or (job_id in runner.entries and job_id not in runner.recovered):
+                continue  # offered: not decoded again every tick
             entry = queued(unguard(raw).state)
             if entry is not None:
-                runner.offer(entry)
+                found.append(entry)
+        return found
 
     @queue.on_recover
     async def recovered() -> None:
         # Before the partitions resume: a new command for an image must find the image's recovered jobs
         # known, or it could start ahead of them (the job_queue rule).
-        offer_recovered()
+        for entry in recovered_entries():
+            runner.know(entry)
 
     async def revoked(_sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
         jobs = settings.topic("jobs")  # the signal's argument: the revoked topic-partitions
@@ -392,6 +416,7 @@ def register(pipe: Pipeline, executor: Executor, before_execute: Any = None) -> 
 
     @app.timer(interval=2.0)
     async def reconcile() -> None:
-        offer_recovered()
+        for entry in recovered_entries():
+            runner.offer(entry)
 
     return runner

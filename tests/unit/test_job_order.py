@@ -114,3 +114,16 @@ def test_revoking_a_partition_drops_its_waiting_jobs_only() -> None:
     assert not r.entries
     assert not r.by_image
     assert not admissible(r)
+
+
+def test_a_recovered_job_holds_its_image_back_until_offered() -> None:
+    r = runner()
+    earlier, later = job(0, "a", 0), job(1, "a", 2)
+    r.offer(Entry(later))
+    assert admissible(r) == {later.job_id}
+    r.know(Entry(earlier))  # the recovered table: known at once, not run before the reconcile timer
+    assert admissible(r) == set()
+    r.offer(Entry(earlier))
+    assert admissible(r) == {earlier.job_id}
+    r.forget(earlier.job_id)
+    assert admissible(r) == {later.job_id}
