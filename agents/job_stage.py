@@ -23,7 +23,7 @@ import faust
 from agents import observe
 from agents.executors import Executor, Ok, attempt_of, execute_with_timeout
 from agents.pipeline import OutputTooLarge, Pipeline
-from agents.shell import Output, apply_guarded, defer, partition_of, publish, read
+from agents.shell import Output, apply_guarded, defer, publish, read
 from schemas.canonical import dumps
 from schemas.codec import dead_letter
 from schemas.messages import Attempt, JobAttempt, JobCancel, JobCommand, JobResult, JobStarted
@@ -119,12 +119,12 @@ class Runner:
             if following.job.job_id not in self.recovered:  # those the reconcile timer offers, from the table
                 self.offer(following)
 
-    def revoke(self, partitions: set[int], total: int) -> None:
-        """Drop the jobs of partitions this worker no longer holds (not the running ones): their new owner
-        runs them from its table, and a stale copy run here would diff against a stale `last-results`."""
-        for job_id, entry in list(self.entries.items()):
-            if job_id not in self.running.jobs and partition_of(entry.job.image_digest, total) in partitions:
-                self._drop(job_id)
+    def revoke(self) -> None:
+        """A rebalance: forget every job not running. The recovered table brings back those still ours
+        (`know`, then the reconcile timer); a stale one kept here would run against a stale `last-results`,
+        or, its result folded by the partition's new owner, hold its image's later jobs back for good."""
+        for job_id in [j for j in self.entries if j not in self.running.jobs]:
+            self._drop(job_id)
 
     def _drop(self, job_id: str) -> Entry | None:
         self.recovered.discard(job_id)
@@ -409,8 +409,8 @@ def register(pipe: Pipeline, executor: Executor, before_execute: Any = None) -> 
             runner.know(entry)
 
     async def revoked(_sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
-        jobs = settings.topic("jobs")  # the signal's argument: the revoked topic-partitions
-        runner.revoke({tp.partition for tp in args[0] if tp.topic == jobs}, settings.partitions)
+        # aiokafka's rebalance is eager: every partition is revoked, then the new assignment recovered.
+        runner.revoke()
 
     app.on_partitions_revoked.connect(revoked)
 

@@ -102,18 +102,17 @@ def test_a_simulation_neither_waits_nor_holds_a_live_job() -> None:
     assert admissible(r) == {sim.job_id, live.job_id}
 
 
-def test_revoking_a_partition_drops_its_waiting_jobs_only() -> None:
+def test_a_rebalance_drops_every_job_not_running() -> None:
     r = runner()
-    a = job(0, "a", 0)
+    a, b = job(0, "a", 0), job(1, "b", 0)
     r.offer(Entry(a))
-    from agents.shell import partition_of
-
-    r.revoke({partition_of(a.image_digest, 6) + 1}, 6)  # another partition: kept
-    assert a.job_id in r.entries
-    r.revoke({partition_of(a.image_digest, 6)}, 6)
-    assert not r.entries
-    assert not r.by_image
-    assert not admissible(r)
+    r.offer(Entry(b))
+    r.queue.remove(a.job_id)
+    r.running.start(a)  # what admit() records
+    r.revoke()
+    assert set(r.entries) == {a.job_id}
+    assert r.by_image == {("acme", a.image_digest): {a.job_id}}
+    assert admissible(r) == set()
 
 
 def test_a_recovered_job_holds_its_image_back_until_offered() -> None:
