@@ -63,6 +63,7 @@ class Runner:
         self.entries: dict[str, Entry] = {}
         self.by_image: dict[ImageKey, set[str]] = {}  # the known live jobs of each image (job_queue rule)
         self.recovered: set[str] = set()  # known from a recovered table, not offered yet (see `know`)
+        self.started: set[str] = set()  # admitted at least once and not forgotten: its image waits for it
         self.queue = QueueState()
         self.running = RunningState()
         self.waiting: list[tuple[float, str]] = []  # (monotonic due, job id) of retries not yet due
@@ -128,6 +129,7 @@ class Runner:
 
     def _drop(self, job_id: str) -> Entry | None:
         self.recovered.discard(job_id)
+        self.started.discard(job_id)
         entry = self.entries.pop(job_id, None)
         self.queue.remove(job_id)
         key = image_key(entry.job) if entry is not None else None
@@ -146,7 +148,12 @@ class Runner:
         return [self.entries[i] for i in sorted(ids) if i != job.job_id and i in self.entries]
 
     def _may_start(self, job: JobCommand) -> bool:
-        return first_of_image(job, [e.job for e in self._same_image(job)])
+        # A started job holds its image even against an earlier one that arrived after it (a run's retry):
+        # one at a time, whatever the order.
+        others = self._same_image(job)
+        return not any(o.job.job_id in self.started for o in others) and first_of_image(
+            job, [o.job for o in others]
+        )
 
     def backlog(self) -> dict[str, int]:
         return {cls: self.queue.depth(cls) for cls in ("emergency", "high", "normal", "background")}
@@ -160,6 +167,7 @@ class Runner:
                 if entry is not None and job_id not in self.running.jobs and self._may_start(entry.job):
                     self.queue.enqueue(entry.job)
             while (job := admit(self.queue, self.running, self.caps)) is not None:
+                self.started.add(job.job_id)
                 task = asyncio.create_task(self._execute(job))
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from agents.job_stage import Runner
 from schemas.messages import JobCommand, JobInputs, PolicyRules, SimulationInputs
-from streams.fairness import Caps
+from streams.fairness import Caps, admit
 from streams.job_queue import Entry, first_of_image, job_order
 
 T0 = datetime(2026, 1, 5, 12, tzinfo=UTC)
@@ -126,3 +126,17 @@ def test_a_recovered_job_holds_its_image_back_until_offered() -> None:
     assert admissible(r) == {earlier.job_id}
     r.forget(earlier.job_id)
     assert admissible(r) == {later.job_id}
+
+
+def test_a_started_job_holds_back_an_earlier_one_that_arrived_after_it() -> None:
+    r = runner()
+    later, earlier = job(1, "a", 3), job(0, "a", 0)
+    r.offer(Entry(later))
+    started = admit(r.queue, r.running, r.caps)
+    assert started == later
+    r.started.add(later.job_id)  # what the run loop records with each admission
+    r.offer(Entry(earlier))  # e.g. a run's retry re-issuing an older window's job
+    assert admissible(r) == set()
+    r.running.finish(later.job_id)
+    r.forget(later.job_id)
+    assert admissible(r) == {earlier.job_id}
