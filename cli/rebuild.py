@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 import time
 from dataclasses import dataclass, field
@@ -254,10 +255,15 @@ async def rebuild(
                                 items.append(item)
                     if items:
                         await asyncio.to_thread(projector.process, items)
+                        # The folded documents live until the load: left to the collector, every full
+                        # collection walks all of them again, which was 40% of the fold's CPU time. Frozen,
+                        # collections see only what the next batch allocates. Unfrozen after the loop.
+                        gc.freeze()
                     report.read += count
                     report.folded += len(items)
                     bar.update(count)
             finally:
+                gc.unfreeze()
                 bar.close()
             loading = time.perf_counter()
             await asyncio.to_thread(store.load_memory, memory)

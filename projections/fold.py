@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -125,17 +126,24 @@ def unfield_key(key: str) -> str:
     return text.replace("%2E", ".").replace("%25", "%")
 
 
+@functools.lru_cache(maxsize=4096, typed=True)
 def source_key(topic: str, partition: int) -> str:
+    # Cached: every update of every message asks for its partition's key (a handful of distinct ones).
     return f"{field_key(topic)}:{partition}"
 
 
 def _paths_conflict(paths: Sequence[str]) -> str | None:
-    seen: set[str] = set()
+    seen = set(paths)
+    if len(seen) != len(paths):
+        seen = set()
+        for path in paths:
+            if path in seen:
+                return repr(path)
+            seen.add(path)
     for path in paths:
-        if path in seen:
-            return repr(path)
-        seen.add(path)
-    for path in paths:
+        # Most paths have no dot: one membership test instead of a find per path (every update, hot).
+        if "." not in path:
+            continue
         dot = path.find(".")
         while dot != -1:
             if path[:dot] in seen:
@@ -163,10 +171,9 @@ class DocUpdate:
         conflict = _paths_conflict(paths)
         if conflict is not None:
             raise ValueError(f"update {self.collection}/{self.doc_id} has overlapping paths {conflict}")
-        if any(
-            p[:1] == "_" and (p in (_ID, POS) or p.startswith((_ID + ".", POS + "."))) for p in paths[:-1]
-        ):
-            raise ValueError("updates may not write _id or _pos directly")
+        for p in paths[:-1]:
+            if p[:1] == "_" and (p in (_ID, POS) or p.startswith((_ID + ".", POS + "."))):
+                raise ValueError("updates may not write _id or _pos directly")
 
     def insert_fields(self) -> dict[str, Any]:
         """Dotted paths of the document this update creates when there is none."""
@@ -211,6 +218,10 @@ def _has_path(doc: Mapping[str, Any], path: str) -> bool:
 
 
 def _set_path(doc: Document, path: str, value: Any) -> None:
+    if "." not in path:
+        # Most paths are top-level and most values scalars: the rebuild sets millions of them.
+        doc[path] = value if type(value) in _ATOMIC else copy_tree(value)
+        return
     *parents, leaf = path.split(".")
     node = doc
     for part in parents:
@@ -223,14 +234,24 @@ def _set_path(doc: Document, path: str, value: Any) -> None:
     node[leaf] = copy_tree(value)
 
 
+def _set_paths(doc: Document, fields: Mapping[str, Any]) -> None:
+    """``_set_path`` of every field in order, top-level ones inline (a call per field added up)."""
+    for path, value in fields.items():
+        if "." in path:
+            _set_path(doc, path, value)
+        else:
+            doc[path] = value if type(value) in _ATOMIC else copy_tree(value)
+
+
 def copy_tree(value: Any) -> Any:
     """A deep copy of a JSON-shaped value (dicts, lists, scalars): what documents hold. Several times faster
     than ``copy.deepcopy`` (no memo; scalars are returned as they are); anything else goes to deepcopy."""
     kind = type(value)
+    # Scalars are tested inline: a call per leaf was most of the cost of copying a document.
     if kind is dict:
-        return {k: copy_tree(v) for k, v in value.items()}
+        return {k: v if type(v) in _ATOMIC else copy_tree(v) for k, v in value.items()}
     if kind is list:
-        return [copy_tree(v) for v in value]
+        return [v if type(v) in _ATOMIC else copy_tree(v) for v in value]
     if kind in _ATOMIC:
         return value
     return copy.deepcopy(value)
@@ -243,7 +264,12 @@ def accepts(doc: Mapping[str, Any] | None, update: DocUpdate) -> bool:
     """The position guard: absent document, absent partition entry, or an older offset."""
     if doc is None:
         return True
-    last = get_path(doc, f"{POS}.{update.source}")
+    if "." in update.source:
+        last = get_path(doc, f"{POS}.{update.source}")
+    else:
+        # get_path of "_pos.<source>" without building and splitting the path (source_key has no dots).
+        positions = doc.get(POS)
+        last = positions.get(update.source) if isinstance(positions, Mapping) else None
     return last is None or last < update.offset
 
 
@@ -259,20 +285,22 @@ def apply_in_place(doc: Document | None, update: DocUpdate) -> Document:
     document for every update made folding a log quadratic in the size of its busiest documents (a rebuild)."""
     if doc is None:
         new: Document = {"_id": update.doc_id}
-        for path, value in update.insert_fields().items():
-            _set_path(new, path, value)
+        _set_paths(new, update.insert_fields())
         return new
     if not accepts(doc, update):
         return doc
-    for path, value in update.set.items():
-        _set_path(doc, path, value)
+    _set_paths(doc, update.set)
     for path, value in update.max.items():
         if not _has_path(doc, path) or get_path(doc, path) < value:
             _set_path(doc, path, value)
     for path, value in update.min.items():
         if not _has_path(doc, path) or get_path(doc, path) > value:
             _set_path(doc, path, value)
-    _set_path(doc, f"{POS}.{update.source}", update.offset)
+    positions = doc.get(POS)
+    if type(positions) is dict and "." not in update.source and type(update.offset) is int:
+        positions[update.source] = update.offset  # what _set_path would do, without the path
+    else:
+        _set_path(doc, f"{POS}.{update.source}", update.offset)
     return doc
 
 

@@ -20,9 +20,24 @@ class CanonicalError(ValueError):
 
 def format_time(value: datetime) -> str:
     """UTC, whole seconds, trailing Z. Naive datetimes are refused: their zone is a guess."""
+    # strftime was a tenth of a rebuild's fold; a log repeats its times (window bounds, a run's events).
+    # Only plain UTC datetimes are remembered: within another zone, two wall times one DST fold apart
+    # are equal (and hash alike) but are different instants.
+    cached = type(value) is datetime and value.tzinfo is UTC
+    if cached and (text := _TIMES.get(value)) is not None:
+        return text
     if value.tzinfo is None:
         raise CanonicalError(f"naive datetime {value.isoformat()} has no time zone")
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    text = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if cached:
+        if len(_TIMES) >= _MAX_TIMES:
+            _TIMES.clear()
+        _TIMES[value] = text
+    return text
+
+
+_TIMES: dict[datetime, str] = {}
+_MAX_TIMES = 8192
 
 
 def parse_time(text: str) -> datetime:

@@ -131,11 +131,38 @@ def models_for(logical_topic: str) -> tuple[type[BaseModel], ...]:
     return ((main,) if main is not None else ()) + extra
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What ``decode`` needs to know about a topic, worked out once (it was a tenth of a rebuild's decode)."""
+
+    models: tuple[type[BaseModel], ...]
+    expected: str
+    by_schema: dict[str, type[BaseModel]] | None  # None: the main model has no schema field
+
+
+_PLANS: dict[str, _Plan] = {}
+
+
+def _plan(logical_topic: str) -> _Plan:
+    plan = _PLANS.get(logical_topic)
+    if plan is None:
+        models = models_for(logical_topic)
+        by_schema: dict[str, type[BaseModel]] | None = None
+        if models and "schema_id" in models[0].model_fields:
+            by_schema = {}
+            for m in models:
+                by_schema.setdefault(schema_id_of(m), m)  # the first model of an id wins, as before
+        plan = _Plan(models, " | ".join(schema_id_of(m) for m in models), by_schema)
+        _PLANS[logical_topic] = plan
+    return plan
+
+
 def decode(logical_topic: str, key: bytes | None, value: bytes | None, max_bytes: int) -> Decoded | Rejected:
-    models = models_for(logical_topic)
+    plan = _plan(logical_topic)
+    models = plan.models
     if not models:
         return Rejected(logical_topic, "schema-unknown", f"no message model for topic {logical_topic!r}", "")
-    expected = " | ".join(schema_id_of(m) for m in models)
+    expected = plan.expected
 
     def reject(reason: RejectReason, message: str) -> Rejected:
         return Rejected(logical_topic, reason, message, expected)
@@ -154,11 +181,11 @@ def decode(logical_topic: str, key: bytes | None, value: bytes | None, max_bytes
     if not isinstance(doc, dict):
         return reject("decode", f"value is JSON {type(doc).__name__}, not an object")
     model = models[0]
-    if "schema_id" in model.model_fields:
+    if plan.by_schema is not None:
         found = doc.get("schema")
         if found is None:
             return reject("schema-unknown", f"no 'schema' field (expected {expected})")
-        chosen = next((m for m in models if schema_id_of(m) == found), None)
+        chosen = plan.by_schema.get(found) if isinstance(found, str) else None
         if chosen is None:
             return reject("schema-unknown", f"schema {found!r} is not {expected!r}")
         model = chosen

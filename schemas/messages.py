@@ -21,7 +21,9 @@ from schemas.cron import check_cron, zone
 def _to_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("timestamp needs a time zone (use Z for UTC)")
-    return value.astimezone(UTC).replace(microsecond=0)
+    utc = value.astimezone(UTC)
+    # Most times are whole seconds already: no second copy (every timestamp of every decoded record).
+    return utc.replace(microsecond=0) if utc.microsecond else utc
 
 
 Timestamp = Annotated[datetime, AfterValidator(_to_utc), PlainSerializer(format_time, return_type=str)]

@@ -240,3 +240,25 @@ def test_the_update_that_created_a_document_is_not_sent(mongo_url: str) -> None:
         ]
     finally:
         client.close()
+
+
+def test_a_concurrent_load_equals_a_load_one_collection_at_a_time(db: Database[dict[str, Any]]) -> None:
+    """``load`` writes several collections at a time (LOAD_WORKERS): the same documents and checkpoints as one
+    collection after the other."""
+    memory = MemoryStore()
+    updates = [_update(f"j{i:03d}", i) for i in range(1, 2_500)]
+    updates += [
+        DocUpdate(other, f"{other}-{i:03d}", "x:0", i, set={"n": i, "nested": {"k": [i, str(i)]}})
+        for other in ("runs", "images", "windows")
+        for i in range(1, 1_200)
+    ]
+    memory.apply_batch(updates, [Checkpoint("g", "jobs", 0, 2_499), Checkpoint("g", "x", 0, 1_199)])
+    one = MongoStore(db.client, db.name, "one_")
+    one.load(memory.state, list(memory.checkpoints.values()), workers=1)
+    many = MongoStore(db.client, db.name, "many_")
+    many.load(memory.state, list(memory.checkpoints.values()), workers=3)
+    for name in ("jobs", "runs", "images", "windows"):
+        assert many.dump(name) == one.dump(name) == memory.dump(name)
+    assert list(db["many_checkpoints"].find({}, sort=[("_id", 1)])) == list(
+        db["one_checkpoints"].find({}, sort=[("_id", 1)])
+    )

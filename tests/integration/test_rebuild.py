@@ -6,6 +6,7 @@ rebuild produces nothing to Kafka."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
 from pathlib import Path
@@ -103,6 +104,7 @@ async def test_rebuild_from_zero_equals_live_and_switches(
         assert built["read"] >= dry["total"]
         assert built["folded"] > 0
         assert not built["switched"]
+        assert gc.get_freeze_count() == 0  # the fold froze its documents out of the collector; unfrozen
         rebuilt = _checkpoints(pipe, "rbcheck_")
         assert rebuilt
         deadline = time.monotonic() + 60
