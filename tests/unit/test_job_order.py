@@ -58,15 +58,18 @@ def firsts(jobs: list[JobCommand]) -> set[str]:
     }
 
 
+def offered_in_any_order(jobs: list[JobCommand], rnd: Any) -> Runner:
+    r = runner()
+    for j in rnd.sample(jobs, len(jobs)):
+        r.offer(Entry(j))
+    return r
+
+
 @given(jobs_st, st.randoms(use_true_random=False))
 def test_only_each_images_first_job_is_admissible_in_any_offer_order(
     jobs: list[JobCommand], rnd: Any
 ) -> None:
-    r = runner()
-    offered = list(jobs)
-    rnd.shuffle(offered)
-    for j in offered:
-        r.offer(Entry(j))
+    r = offered_in_any_order(jobs, rnd)
     assert admissible(r) == firsts(jobs)
     assert {j.job_id for j in jobs if first_of_image(j, jobs)} == firsts(jobs)
 
@@ -75,11 +78,7 @@ def test_only_each_images_first_job_is_admissible_in_any_offer_order(
 def test_forgetting_the_first_admits_the_next_until_all_ran_in_order(
     jobs: list[JobCommand], rnd: Any
 ) -> None:
-    r = runner()
-    offered = list(jobs)
-    rnd.shuffle(offered)
-    for j in offered:
-        r.offer(Entry(j))
+    r = offered_in_any_order(jobs, rnd)
     ran: list[JobCommand] = []
     while r.entries:
         ready = sorted(admissible(r))
