@@ -52,6 +52,9 @@ class KnowledgeView:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=self.settings.max_message_bytes * 2,
+            # aiokafka's default (500 ms) held the view behind a quiet partition beside a busy one (one fetch
+            # in flight per broker: agents/fetch_wait.py), and every job waits for the view: 0.41 s a job.
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
         )
         await consumer.start()
         self._consumer = consumer
