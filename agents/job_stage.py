@@ -78,30 +78,20 @@ class Runner:
         job_id = entry.job.job_id
         if job_id in self.entries or job_id in self.running.jobs:
             return
-        self.entries[job_id] = entry
+        self._register(entry)
         self.recovered.add(job_id)
-        key = image_key(entry.job)
-        if key is not None:
-            self.by_image.setdefault(key, set()).add(job_id)
-            for later in self._same_image(entry.job):
-                if job_order(later.job) > job_order(entry.job) and later.job.job_id not in self.running.jobs:
-                    self.queue.remove(later.job.job_id)
+        self._hold_later(entry.job)
 
     def offer(self, entry: Entry) -> None:
         job_id = entry.job.job_id
         if job_id in self.running.jobs:
             return
         self.recovered.discard(job_id)
-        self.entries[job_id] = entry
-        key = image_key(entry.job)
-        if key is not None:
-            self.by_image.setdefault(key, set()).add(job_id)
+        self._register(entry)
         self.queue.remove(job_id)
         if not self._may_start(entry.job):
             return  # offered again when the job before it is forgotten
-        for later in self._same_image(entry.job):
-            if job_order(later.job) > job_order(entry.job) and later.job.job_id not in self.running.jobs:
-                self.queue.remove(later.job.job_id)  # offered before this one, which comes first
+        self._hold_later(entry.job)
         delay = (entry.due_at - datetime.now(UTC)).total_seconds() if entry.due_at else 0.0
         if delay > 0:
             heapq.heappush(self.waiting, (time.monotonic() + delay, job_id))
@@ -127,6 +117,18 @@ class Runner:
         for job_id in [j for j in self.entries if j not in self.running.jobs]:
             self._drop(job_id)
 
+    def _register(self, entry: Entry) -> None:
+        self.entries[entry.job.job_id] = entry
+        key = image_key(entry.job)
+        if key is not None:
+            self.by_image.setdefault(key, set()).add(entry.job.job_id)
+
+    def _hold_later(self, job: JobCommand) -> None:
+        # Jobs of the image offered before this one, which comes first: out of the queue until it is done.
+        for later in self._same_image(job):
+            if job_order(later.job) > job_order(job) and later.job.job_id not in self.running.jobs:
+                self.queue.remove(later.job.job_id)
+
     def _drop(self, job_id: str) -> Entry | None:
         self.recovered.discard(job_id)
         self.started.discard(job_id)
@@ -148,12 +150,7 @@ class Runner:
         return [self.entries[i] for i in sorted(ids) if i != job.job_id and i in self.entries]
 
     def _may_start(self, job: JobCommand) -> bool:
-        # A started job holds its image even against an earlier one that arrived after it (a run's retry):
-        # one at a time, whatever the order.
-        others = self._same_image(job)
-        return not any(o.job.job_id in self.started for o in others) and first_of_image(
-            job, [o.job for o in others]
-        )
+        return first_of_image(job, [o.job for o in self._same_image(job)], self.started)
 
     def backlog(self) -> dict[str, int]:
         return {cls: self.queue.depth(cls) for cls in ("emergency", "high", "normal", "background")}

@@ -245,13 +245,9 @@ class MongoStore:
 
         # Largest first, so that the longest collection is not the one left alone at the end.
         names = sorted(state, key=lambda name: (-len(state[name]), name))
-        if workers <= 1:
-            for name in names:
-                insert(name)
-        else:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                for _ in pool.map(insert, names):  # re-raises the first failure
-                    pass
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for _ in pool.map(insert, names):  # re-raises the first failure
+                pass
         rows = [checkpoint_doc(cp) for cp in sorted(checkpoints, key=lambda cp: cp.id)]
         for chunk in chunks(rows, MAX_INSERTS_PER_COMMAND):
             self.collection(CHECKPOINTS).insert_many(list(chunk), ordered=False)

@@ -6,6 +6,7 @@ and, for payloads that get signed, no floats at all (a float's text is not stabl
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -23,21 +24,16 @@ def format_time(value: datetime) -> str:
     # strftime was a tenth of a rebuild's fold; a log repeats its times (window bounds, a run's events).
     # Only plain UTC datetimes are remembered: within another zone, two wall times one DST fold apart
     # are equal (and hash alike) but are different instants.
-    cached = type(value) is datetime and value.tzinfo is UTC
-    if cached and (text := _TIMES.get(value)) is not None:
-        return text
+    if type(value) is datetime and value.tzinfo is UTC:
+        return _format_utc(value)
     if value.tzinfo is None:
         raise CanonicalError(f"naive datetime {value.isoformat()} has no time zone")
-    text = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    if cached:
-        if len(_TIMES) >= _MAX_TIMES:
-            _TIMES.clear()
-        _TIMES[value] = text
-    return text
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-_TIMES: dict[datetime, str] = {}
-_MAX_TIMES = 8192
+@functools.lru_cache(maxsize=8192)
+def _format_utc(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(text: str) -> datetime:

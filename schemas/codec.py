@@ -10,6 +10,7 @@ gone), so it decodes to ``Decoded(model=None)``; on any other topic a null value
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -140,21 +141,15 @@ class _Plan:
     by_schema: dict[str, type[BaseModel]] | None  # None: the main model has no schema field
 
 
-_PLANS: dict[str, _Plan] = {}
-
-
+@functools.cache
 def _plan(logical_topic: str) -> _Plan:
-    plan = _PLANS.get(logical_topic)
-    if plan is None:
-        models = models_for(logical_topic)
-        by_schema: dict[str, type[BaseModel]] | None = None
-        if models and "schema_id" in models[0].model_fields:
-            by_schema = {}
-            for m in models:
-                by_schema.setdefault(schema_id_of(m), m)  # the first model of an id wins, as before
-        plan = _Plan(models, " | ".join(schema_id_of(m) for m in models), by_schema)
-        _PLANS[logical_topic] = plan
-    return plan
+    models = models_for(logical_topic)
+    by_schema: dict[str, type[BaseModel]] | None = None
+    if models and "schema_id" in models[0].model_fields:
+        by_schema = {}
+        for m in models:
+            by_schema.setdefault(schema_id_of(m), m)  # the first model of an id wins, as before
+    return _Plan(models, " | ".join(schema_id_of(m) for m in models), by_schema)
 
 
 def decode(logical_topic: str, key: bytes | None, value: bytes | None, max_bytes: int) -> Decoded | Rejected:

@@ -5,6 +5,7 @@ through the position guard; the runner's caps scale with the worker's concurrenc
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -125,10 +126,16 @@ def job_order(job: JobCommand) -> tuple[datetime, str]:
     return job.window_end, job.job_id
 
 
-def first_of_image(job: JobCommand, others: list[JobCommand]) -> bool:
-    """Whether ``job`` may start: no other known job of its image comes before it."""
+def first_of_image(
+    job: JobCommand, others: list[JobCommand], started: AbstractSet[str] = frozenset()
+) -> bool:
+    """Whether ``job`` may start: no other known job of its image has started (one at a time, even against
+    an earlier job that arrived after it, e.g. a run's retry) or comes before it."""
     key = image_key(job)
     if key is None:
         return True
     mine = job_order(job)
-    return not any(image_key(o) == key and o.job_id != job.job_id and job_order(o) < mine for o in others)
+    return not any(
+        image_key(o) == key and o.job_id != job.job_id and (o.job_id in started or job_order(o) < mine)
+        for o in others
+    )
