@@ -198,15 +198,30 @@ class Runner:
         """One attempt; returns the entry to re-offer when a retry was scheduled."""
         job, pipe = entry.job, self.pipe
         at = entry.next_at or job.window_end  # event time: replays decide and record identically
-        number = len(entry.attempts) + 1
-        if number == 1:
+        announced: asyncio.Future[None] | None = None
+        if not entry.attempts:
             started = JobStarted(job_id=job.job_id, run_id=job.run_id, tenant=job.tenant, at=at)
-            await publish([pipe.out("run-inputs", job.run_id, started)])
+            # Acked while the executor runs, and always before the attempt publishes its outcome (the run
+            # must see the start before the result): waiting for the ack first cost every job a round trip.
+            announced = asyncio.ensure_future(publish([pipe.out("run-inputs", job.run_id, started)]))
+        try:
+            return await self._run_attempt(entry, at, announced)
+        finally:
+            if announced is not None:
+                await announced  # a failed send fails the attempt as a failed publish always did
+
+    async def _run_attempt(
+        self, entry: Entry, at: datetime, announced: asyncio.Future[None] | None
+    ) -> Entry | None:
+        job, pipe = entry.job, self.pipe
+        number = len(entry.attempts) + 1
         done = self._previous(job)
         if done is not None and done.job_id == job.job_id:
             # Already completed: a crash after `last-results` took the result but before the queue entry
             # became DONE. Re-executing would diff against this very result (a second, different result
             # for one job id); republishing the stored one is idempotent.
+            if announced is not None:
+                await announced
             await publish(result_outputs(pipe, done))
             return None
         if self.before_execute is not None:
@@ -217,6 +232,8 @@ class Runner:
         )
         kind = None if isinstance(outcome, Ok) else type(outcome).__name__.lower()
         observe.executor(type(self.executor).__name__, kind, time.perf_counter() - clock)
+        if announced is not None:
+            await announced
         attempts = [*entry.attempts, attempt_of(outcome, number, at)]
         previous = self._previous(job)
         if isinstance(outcome, Ok):

@@ -162,6 +162,9 @@ class ProjectorService:
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
             max_partition_fetch_bytes=self.settings.max_message_bytes * 2,
+            # As the knowledge view's: aiokafka's 500 ms held a result behind the fetch in flight for the
+            # other topics (one per broker, agents/fetch_wait.py) before it could be projected.
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
         )
         self.consumer = consumer
         await consumer.start()

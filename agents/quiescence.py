@@ -38,8 +38,8 @@ UPSTREAM_OF_IMPACTS = (
     "catalog-updates",
 )
 # Records read from the end of each `impacts` partition per snapshot to find where its trailing ticks start:
-# a few ticks arrive while one is handled (one per partition every idle_flush / 2 s).
-TAIL = 16
+# a few ticks arrive while one is handled (one per partition every idle_flush / 4 s, agents/tenant_stage.py).
+TAIL = 32
 TICK_SCHEMA = schema_id_of(Tick)
 TIMEOUT_SECONDS = 10.0  # a snapshot that takes longer answers "not quiescent": the next tick asks again
 

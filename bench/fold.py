@@ -154,7 +154,7 @@ def _ours(prefix: str, partitions: int) -> tuple[Proc, str, dict[str, str]]:
 
 
 def ours_app(
-    prefix: str, partitions: int, *, window: int = WINDOW, grace: int = GRACE
+    prefix: str, partitions: int, *, window: int = WINDOW, grace: int = GRACE, worker: int = 0
 ) -> tuple[Proc, str, dict[str, str]]:
     """Our fold app on ``prefix``'s topics, idle flushes off: only event time closes windows."""
     app_id = f"{prefix}app"
@@ -169,8 +169,10 @@ def ours_app(
         "STELLA_IDLE_FLUSH_SECONDS": "3600",
         "STELLA_WEB_PORT": "0",
         "STELLA_LOG_LEVEL": "WARNING",
+        "STELLA_WORKER_NAME": f"bench{worker}",  # each worker of a group needs its own RocksDB directory
     }
-    proc = Proc(["-m", "bench.fold_app"], env, common.RUN_DIR / f"{prefix}log")
+    suffix = f".{worker}" if worker else ""
+    proc = Proc(["-m", "bench.fold_app"], env, common.RUN_DIR / f"{prefix}log{suffix}")
     return (
         proc,
         app_id,

@@ -64,7 +64,13 @@ async def _collect(topic: str, partitions: int, out: list[tuple[int, bytes]], st
         await consumer.stop()
 
 
-async def run(images: int, rate: float, seconds: float, partitions: int) -> dict[str, Any]:
+def _max_rss(procs: list[common.Proc]) -> float | None:
+    """The largest worker's RSS (the goal is per worker)."""
+    sizes = [size for size in (p.rss_mb() for p in procs) if size is not None]
+    return max(sizes) if sizes else None
+
+
+async def run(images: int, rate: float, seconds: float, partitions: int, workers: int = 1) -> dict[str, Any]:
     started = time.perf_counter()
     estate = build_estate(images, seed=7)
     count = int(rate * seconds)
@@ -73,7 +79,16 @@ async def run(images: int, rate: float, seconds: float, partitions: int) -> dict
     prefix = common.fresh_prefix("lat")
     await common.create_topics(prefix, partitions)
     proc, group, names = fold.ours_app(prefix, partitions, window=WINDOW, grace=GRACE)
-    proc.start()
+    # More workers of one group split the partitions (scale-out); the first one's log keeps the prefix's name.
+    procs = [
+        proc,
+        *(
+            fold.ours_app(prefix, partitions, window=WINDOW, grace=GRACE, worker=n)[0]
+            for n in range(1, workers)
+        ),
+    ]
+    for each in procs:
+        each.start()
     out: dict[str, Any] = {
         "images": images,
         "components": estate.components,
@@ -82,6 +97,7 @@ async def run(images: int, rate: float, seconds: float, partitions: int) -> dict
         "window_s": WINDOW,
         "grace_s": GRACE,
         "partitions": partitions,
+        "workers": workers,
         "loadavg_before": [round(x, 2) for x in os.getloadavg()],
     }
     jobs_seen: list[tuple[int, bytes]] = []
@@ -96,7 +112,7 @@ async def run(images: int, rate: float, seconds: float, partitions: int) -> dict
             group, [f"{prefix}{t}" for t in names["load"].split(",")], timeout=1800, proc=proc
         )
         out["load_seconds"] = round(time.monotonic() - t0, 1)
-        out["rss_mb_indexed"] = proc.rss_mb()
+        out["rss_mb_indexed"] = _max_rss(procs)
         collector = asyncio.create_task(_collect(f"{prefix}jobs", partitions, jobs_seen, stop))
         sent: list[AdvisoryDelta] = []
         sent_at: dict[str, float] = {}
@@ -140,7 +156,8 @@ async def run(images: int, rate: float, seconds: float, partitions: int) -> dict
         found: set[tuple[str, str, str]] = set()
         decoded: list[tuple[int, dict[str, Any]]] = []
         while time.monotonic() < deadline:
-            proc.check()
+            for each in procs:
+                each.check()
             new = jobs_seen[:]
             del jobs_seen[: len(new)]
             batch = [(ts, orjson.loads(v)) for ts, v in new if v]
@@ -149,7 +166,7 @@ async def run(images: int, rate: float, seconds: float, partitions: int) -> dict
             if expected <= found:
                 break
             await asyncio.sleep(0.5)
-        out["rss_mb"] = proc.rss_mb()
+        out["rss_mb"] = _max_rss(procs)
         out["coverage_equal_preview"] = found == expected
         out["expected_triples"] = len(expected)
         if found != expected:
@@ -177,7 +194,8 @@ async def run(images: int, rate: float, seconds: float, partitions: int) -> dict
         stop.set()
         if collector is not None:
             await collector
-        proc.stop()
+        for each in procs:
+            each.stop()
         await common.delete_prefix(prefix)
         await common.delete_prefix(f"changelog__{prefix}")
         out["total_seconds"] = round(time.perf_counter() - started)
@@ -189,8 +207,9 @@ def main() -> int:
     parser.add_argument("images", type=int, nargs="?", default=1000)
     parser.add_argument("rate", type=float, nargs="?", default=100.0, help="advisories per second")
     parser.add_argument("seconds", type=float, nargs="?", default=60.0, help="how long the feed runs")
+    parser.add_argument("--workers", type=int, default=1, help="fold-app processes in the group")
     args = parser.parse_args()
-    result = asyncio.run(run(args.images, args.rate, args.seconds, 6))
+    result = asyncio.run(run(args.images, args.rate, args.seconds, 6, args.workers))
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     return 0
 

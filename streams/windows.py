@@ -446,7 +446,7 @@ def store_changes(key: str, result: SplitFold) -> list[tuple[str, bytes | None]]
 #   lag rather than slipping past;
 # - the tick that asks for the flush is itself a record of the tenant's `impacts` partition: when nothing but
 #   ticks follows it there at the moment the end offsets were read, every impact already published precedes
-#   it and has been folded. "Nothing but ticks", not "nothing": ticks arrive every `idle_flush / 2` s, and
+#   it and has been folded. "Nothing but ticks", not "nothing": ticks arrive every `idle_flush / 4` s, and
 #   under load the stage handles a tick, and the snapshot it asks for is taken, later than the next tick is
 #   written; requiring the tick to be the very last record then held idle flushes for many ticks (8.7 s
 #   from the last impact to its job with a 2 s idle flush, bench e2e at load average 20).

@@ -3,7 +3,7 @@ the runs that result are exactly what the `latest` missed-run policy says, each 
 show them.
 
 The cron has a seconds field (`*/10 * * * * *`, every 10 s) so the test does not wait minutes; the worker
-ticks every 1.5 s (STELLA_IDLE_FLUSH_SECONDS=3). Which occurrences fall into the outage depends on the
+ticks every 0.75 s (STELLA_IDLE_FLUSH_SECONDS=3). Which occurrences fall into the outage depends on the
 machine's speed, so the test checks the rule, not fixed times: every occurrence from creation to the end is
 decided exactly once (fired or skipped), the outage's occurrences are decided by the first tick after the
 restart as the pure core says (`streams.schedules.due`), and every fired occurrence became one planned run
