@@ -90,7 +90,6 @@ class Settings:
     # How long the broker may hold a fetch open when no data is there (faust's fixed value is 1,500 ms,
     # which can delay a quiet partition that long: agents/fetch_wait.py).
     fetch_max_wait_ms: int = 100
-    producer_linger_ms: int = 0
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -125,7 +124,6 @@ class Settings:
             "batch_max": _int("STELLA_BATCH_MAX", cls.batch_max),
             "batch_wait_ms": _int("STELLA_BATCH_WAIT_MS", cls.batch_wait_ms),
             "fetch_max_wait_ms": _int("STELLA_FETCH_MAX_WAIT_MS", cls.fetch_max_wait_ms),
-            "producer_linger_ms": _int("STELLA_PRODUCER_LINGER_MS", cls.producer_linger_ms),
         }
         values.update(overrides)
         return cls(**values)
@@ -180,7 +178,6 @@ class Settings:
             "consumer_auto_offset_reset": "earliest",
             "producer_acks": -1,
             "producer_max_request_size": self.max_message_bytes * 2,
-            "producer_linger_ms": self.producer_linger_ms,
             "table_cleanup_interval": 30.0,
             # Only with the rocksdb store, which keeps a standby partition in a database of its own that table
             # iteration skips (`_dbs_for_actives`); the memory store iterates standby keys with its own, so
