@@ -208,7 +208,7 @@ class Runner:
             return await self._run_attempt(entry, at, announced)
         finally:
             if announced is not None:
-                await announced  # a failed send fails the attempt as a failed publish always did
+                _settle_early(announced)
 
     async def _run_attempt(
         self, entry: Entry, at: datetime, announced: asyncio.Future[None] | None
@@ -314,6 +314,15 @@ class Runner:
             return None
         state = unguard(read(self.last, f"{job.tenant}/{job.image_digest}")).state
         return JobResult.model_validate_json(state) if state else None
+
+
+def _settle_early(announced: asyncio.Future[None]) -> None:
+    """An attempt that ended before awaiting its JobStarted (it crashed, or the worker stops) does not wait
+    for that ack: the job stays queued without attempts, so its next attempt announces it again."""
+    if not announced.done():
+        announced.cancel()
+    elif not announced.cancelled():
+        announced.exception()  # retrieved: the attempt's own error is the one reported
 
 
 def result_outputs(pipe: Pipeline, result: JobResult) -> list[Output]:
