@@ -91,6 +91,10 @@ def late(count: int) -> None:
         _m().record_late_impact(count)
 
 
+def lost_window_chunks(count: int) -> None:
+    _m().record_lost_window_chunks(count)
+
+
 @_safe
 def backlog(depths: dict[str, int]) -> None:
     metrics = _m()

@@ -133,7 +133,17 @@ def register(pipe: Pipeline) -> None:
         def get(key: str) -> bytes | None:
             return read(windows, key)  # type: ignore[no-any-return]
 
-        loaded = load_entries(get, tenant, index, needed(index), carried)
+        missing: list[str] = []
+        loaded = load_entries(get, tenant, index, needed(index), carried, missing)
+        if missing:
+            observe.lost_window_chunks(len(missing))
+            log.error(
+                "tenant %s: %d window state chunk(s) the index counts are missing from the windows table "
+                "(a lost table write), e.g. %r: folded without them, so their jobs lack those reasons",
+                tenant,
+                len(missing),
+                missing[:3],
+            )
         result = fold_split(index, loaded, step)
         *others, (_, encoded) = store_changes(tenant, result)
         assert encoded is not None

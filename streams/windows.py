@@ -391,32 +391,50 @@ Reader = Callable[[str], bytes | None]
 
 
 def load_entries(
-    read: Reader, key: str, index: WindowIndex, needed: Needed, inline: Mapping[Entry, PendingJob]
+    read: Reader,
+    key: str,
+    index: WindowIndex,
+    needed: Needed,
+    inline: Mapping[Entry, PendingJob],
+    missing: list[str] | None = None,
 ) -> dict[Entry, PendingJob]:
     """The entries a fold needs, from the table (`read`: the shell's, or a dict's `get` in tests): the
     fields of those it merges into (their last chunk), the whole of those it closes (all their chunks),
-    and every inline one."""
+    and every inline one.
 
-    def chunk(entry: Entry, number: int) -> tuple[PendingJob, frozenset[ReasonRow]]:
+    A chunk the index counts but the table lacks (a lost table write) adds nothing, and its name is
+    appended to `missing` for the shell to report. Refusing it instead stopped every later fold of the
+    tenant once the chunk's window had to close, so all its impacts went to the dead-letter topic. Its job
+    keeps the reasons of its other chunks, and the fields of its latest chunk that is there (else the
+    defaults: the image is still re-evaluated)."""
+    lost = missing if missing is not None else []
+
+    def chunk(entry: Entry, number: int) -> tuple[PendingJob, frozenset[ReasonRow]] | None:
         name = chunk_key(key, entry, number)
         data = read(name)
-        if data is None:  # the index counts it: a lost table write, not a state to fold on
-            raise ValueError(f"window state {name!r} is missing")
+        if data is None:
+            lost.append(name)
+            return None
         return decode_chunk(data)
 
     loaded: dict[Entry, PendingJob] = dict(inline)  # all of them: the fold stores them again
     for entry in needed.merge:
         if entry not in inline:
-            loaded[entry] = chunk(entry, index.open[entry[0]][entry[1]] - 1)[0]
+            fields = None
+            for number in reversed(range(index.open[entry[0]][entry[1]])):  # the last one, unless lost
+                if (found := chunk(entry, number)) is not None:
+                    fields = found[0]
+                    break
+            loaded[entry] = fields or PendingJob(*entry[1])
     for entry in needed.close:
         if entry not in inline:
             rows: set[ReasonRow] = set()
             fields = None
             for number in range(index.open[entry[0]][entry[1]]):
-                fields, added = chunk(entry, number)
-                rows.update(added)
-            assert fields is not None  # an entry in the index has at least one chunk
-            loaded[entry] = replace(fields, reasons=frozenset(rows))
+                if (found := chunk(entry, number)) is not None:
+                    fields, added = found
+                    rows.update(added)
+            loaded[entry] = replace(fields or PendingJob(*entry[1]), reasons=frozenset(rows))
     return loaded
 
 

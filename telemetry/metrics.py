@@ -185,6 +185,11 @@ LATE_IMPACTS = _counter(
     "scheduler_late_impacts_total",
     "Impacts that arrived after their window closed and were moved to the next open window.",
 )
+LOST_WINDOW_CHUNKS = _counter(
+    "scheduler_window_chunks_lost_total",
+    "Window state chunks the tenant's index counts but the windows table lacked (a lost table write); the "
+    "fold went on without their reasons (streams.windows.load_entries).",
+)
 
 SCHEDULE_LAG = _histogram(
     "scheduler_schedule_lag_seconds",
@@ -420,6 +425,10 @@ def time_impact_resolution(source: ImpactSource) -> Iterator[None]:
 
 def record_late_impact(count: int = 1) -> None:
     LATE_IMPACTS.inc(count)
+
+
+def record_lost_window_chunks(count: int) -> None:
+    LOST_WINDOW_CHUNKS.inc(count)
 
 
 def record_projection_write(collection: str, count: int = 1) -> None:

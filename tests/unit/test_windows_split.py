@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -44,6 +45,7 @@ class Store:
         self.data: dict[str, bytes] = {}
         self.completed = True
         self.budget = INLINE_REASONS
+        self.missing: list[str] = []  # chunks the folds reported lost
 
     def index(self) -> tuple[WindowIndex, dict[tuple[int, tuple[str, str]], PendingJob]]:
         raw = self.data.get(TENANT)
@@ -58,7 +60,7 @@ class Store:
         """The fold's jobs; with `crash_after`, the writes stop there, and if the index was not written the
         index's guard (not modelled here) has not seen the records, so they are folded again."""
         index, carried = self.index()
-        loaded = load_entries(self.data.get, TENANT, index, needed(index), carried)
+        loaded = load_entries(self.data.get, TENANT, index, needed(index), carried, self.missing)
         result = fold_split(index, loaded, step, self.budget)
         writes = store_changes(TENANT, result)
         self.completed = crash_after is None or crash_after >= len(writes)
@@ -132,6 +134,47 @@ def test_split_folds_with_crashes_give_the_whole_state_jobs(
     index, _ = store.index()
     assert index.open == {}
     assert [k for k in store.data if not is_index_key(k)] == []
+
+
+@settings(max_examples=150)
+@given(rows, st.data())
+def test_a_lost_chunk_is_folded_without_and_stops_no_later_fold(
+    rows: list[tuple[str, int, str]], data: st.DataObject
+) -> None:
+    impacts = [impact(d, at, rid=f"{rid}{at % 5}") for d, at, rid in rows]
+    expected = {(j["image_digest"], j["window_start"]): j for j in map(orjson.loads, whole(impacts))}
+    store, out, done, lost = Store(), [], 0, []
+    store.budget = 0  # every window chunked: a chunk is what a lost table write loses
+    while done < len(impacts):
+        end = data.draw(st.integers(done + 1, len(impacts)), label="batch end")
+        out += store.fold(*add(impacts[done:end]))
+        done = end
+        chunks = sorted(k for k in store.data if not is_index_key(k))
+        if chunks and data.draw(st.booleans(), label="lose a chunk"):
+            name = data.draw(st.sampled_from(chunks), label="lost chunk")
+            del store.data[name]
+            lost.append(name)
+    out += store.fold(*flush())
+    got = {(j["image_digest"], j["window_start"]): j for j in map(orjson.loads, out)}
+    assert got.keys() == expected.keys()  # every image of every window is still re-evaluated
+    for key, job in got.items():
+        reasons = {(r["source"], r["id"]) for r in job["reasons"]}
+        assert reasons <= {(r["source"], r["id"]) for r in expected[key]["reasons"]}
+    assert set(store.missing) <= set(lost)  # reported, never invented
+    if not lost:
+        assert out == whole(impacts)
+
+
+def test_a_lost_chunk_is_reported_and_keeps_the_others() -> None:
+    store = Store()
+    store.budget = 0
+    store.fold(*add([impact("d1", 1, rid="A"), impact("d2", 2, rid="B")]))
+    store.fold(*add([impact("d1", 3, rid="C")]))
+    first = next(k for k in store.data if k.endswith("\x1fd1\x1f0"))
+    del store.data[first]  # d1's first chunk (reason A) is lost; its second (C) is there
+    jobs = [orjson.loads(j) for j in store.fold(*flush())]
+    assert store.missing == [first]
+    assert {j["image_digest"]: [r["id"] for r in j["reasons"]] for j in jobs} == {"d1": ["C"], "d2": ["B"]}
 
 
 def test_an_index_from_before_the_split_carries_its_entries_over() -> None:
