@@ -17,10 +17,8 @@ from schemas.canonical import format_time
 from schemas.messages import (
     PRIORITY_RANK,
     SEVERITY_RANK,
-    AdvisoryInput,
     Impact,
     JobCommand,
-    JobInputs,
     PriorityClass,
     Reason,
     Severity,
@@ -156,17 +154,18 @@ def make_job(
         sources={r[0] for r in rows},
         forced=pending.forced,
     )
-    ordered = sorted_reasons(rows)
+    # Plain dicts, validated in one call with the command: a model per reason and input cost a Python
+    # __init__ each (three quarters of this function, at a thousand jobs a second at W = 1 s).
     reasons = [
-        Reason(source=s, id=i, modified=from_epoch(m) if m is not None else None, detail=d)  # type: ignore[arg-type]
-        for s, i, m, d in ordered
+        {"source": s, "id": i, "modified": from_epoch(m) if m is not None else None, "detail": d}
+        for s, i, m, d in sorted_reasons(rows)
     ]
     advisories = sorted({(r[1], r[2]) for r in rows if r[0] == "advisory" and r[2] is not None})
-    inputs = JobInputs(
-        advisories=[AdvisoryInput(id=i, modified=from_epoch(m)) for i, m in advisories],
-        vex=sorted({r[1] for r in rows if r[0] == "vex"}),
-        policy_revision=pending.policy_revision,
-    )
+    inputs = {
+        "advisories": [{"id": i, "modified": from_epoch(m)} for i, m in advisories],
+        "vex": sorted({r[1] for r in rows if r[0] == "vex"}),
+        "policy_revision": pending.policy_revision,
+    }
     return JobCommand.model_validate(
         {
             "job_id": job_id_for(pending.tenant, window_start, pending.digest, kind),
