@@ -397,7 +397,11 @@ def _job_identity(msg: JobResult | SlaBreach) -> dict[str, Any]:
 
 
 def _fold_result(msg: JobResult, pos: Position) -> list[DocUpdate]:
-    finished = _ts(msg.finished_at)
+    # One dump of the whole result, then slices of it: a dump per field and per finding was nine or more
+    # pydantic calls per result (issue 15). Nested models have no aliases, so the slices are what dumping
+    # each field alone gave.
+    data = _dump(msg)
+    finished = data["finished_at"]
     job = DocUpdate(
         JOBS,
         msg.job_id,
@@ -410,12 +414,12 @@ def _fold_result(msg: JobResult, pos: Position) -> list[DocUpdate]:
             "finished_at": finished,
             "verdict": msg.verdict,
             "previous_verdict": msg.previous_verdict,
-            "attempts": msg.model_dump(mode="json", by_alias=True, include={"attempts"})["attempts"],
-            "delta": msg.delta.model_dump(mode="json"),
-            "counts": msg.counts.model_dump(mode="json"),
+            "attempts": data["attempts"],
+            "delta": data["delta"],
+            "counts": data["counts"],
             "kev_hits": msg.kev_hits,
             "findings_count": len(msg.findings),
-            "result_inputs": msg.inputs.model_dump(mode="json"),
+            "result_inputs": data["inputs"],
             "error": msg.error,
             "sla_breached": msg.sla_breached,
         },
@@ -433,23 +437,25 @@ def _fold_result(msg: JobResult, pos: Position) -> list[DocUpdate]:
         # A failed or skipped attempt says nothing about the image's findings: keep the last evaluation.
         latest |= {
             "verdict": msg.verdict,
-            "findings": [
-                f.model_dump(mode="json") for f in sorted(msg.findings, key=lambda f: (f.id, f.package))
-            ],
-            "counts": msg.counts.model_dump(mode="json"),
+            "findings": sorted(data["findings"], key=_finding_order),
+            "counts": dict(data["counts"]),  # not the job update's dict: no two updates share a container
             "kev_hits": msg.kev_hits,
             "evaluated_at": finished,
             "evaluated_job_id": msg.job_id,
             # Why each finding is there (served by .../findings/{vuln}/explain, not by the image view).
-            "traces": [t.model_dump(mode="json") for t in msg.traces],
+            "traces": data["traces"],
             "traces_omitted": msg.traces_omitted,
         }
     if msg.simulation is not None:
         # A simulation's job (from `simulation-results`): its job document ends like any job's, with the
         # image's comparison; the image's live document is not touched.
-        return [replace(job, set={**job.set, "simulation": msg.simulation.model_dump(mode="json")})]
+        return [replace(job, set={**job.set, "simulation": data["simulation"]})]
     image = DocUpdate(IMAGES, image_id(msg.tenant, msg.image_digest), pos.source, pos.offset, set=latest)
     return [job, image]
+
+
+def _finding_order(finding: Mapping[str, Any]) -> tuple[str, str]:
+    return finding["id"], finding["package"]
 
 
 def _fold_breach(msg: SlaBreach, pos: Position) -> list[DocUpdate]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,17 +17,43 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from projections.fold import (
+    IMAGES,
+    JOBS,
     POS,
     DocUpdate,
+    Position,
+    _fold_result,
+    _job_identity,
     _paths_conflict,
+    _ts,
     accepts,
     apply_in_place,
     copy_tree,
+    image_id,
     source_key,
 )
 from schemas.canonical import CanonicalError, format_time
 from schemas.codec import _plan, models_for
-from schemas.messages import _to_utc, schema_id_of
+from schemas.messages import (
+    AdvisoryInput,
+    Attempt,
+    Finding,
+    FindingChange,
+    FindingsDelta,
+    FindingTrace,
+    JobInputs,
+    JobResult,
+    PolicyRules,
+    PolicyTrace,
+    RangeEvent,
+    RangeTrace,
+    SeverityCounts,
+    SimulationImage,
+    SimulationInputs,
+    VexConsidered,
+    _to_utc,
+    schema_id_of,
+)
 
 # ---------------------------------------------------------------- the oracles
 
@@ -101,6 +128,58 @@ def _ref_apply(doc: dict[str, Any] | None, update: DocUpdate) -> dict[str, Any]:
             _ref_set_path(doc, path, value)
     _ref_set_path(doc, f"{POS}.{update.source}", update.offset)
     return doc
+
+
+def _ref_fold_result(msg: JobResult, pos: Position) -> list[DocUpdate]:
+    """``_fold_result`` as it was: a dump per field and per finding."""
+    finished = _ts(msg.finished_at)
+    job = DocUpdate(
+        JOBS,
+        msg.job_id,
+        pos.source,
+        pos.offset,
+        set_on_insert=_job_identity(msg),
+        set={
+            "status": msg.status,
+            "finished_at": finished,
+            "verdict": msg.verdict,
+            "previous_verdict": msg.previous_verdict,
+            "attempts": msg.model_dump(mode="json", by_alias=True, include={"attempts"})["attempts"],
+            "delta": msg.delta.model_dump(mode="json"),
+            "counts": msg.counts.model_dump(mode="json"),
+            "kev_hits": msg.kev_hits,
+            "findings_count": len(msg.findings),
+            "result_inputs": msg.inputs.model_dump(mode="json"),
+            "error": msg.error,
+            "sla_breached": msg.sla_breached,
+        },
+    )
+    latest: dict[str, Any] = {
+        "tenant": msg.tenant,
+        "image_digest": msg.image_digest,
+        "status": msg.status,
+        "job_id": msg.job_id,
+        "run_id": msg.run_id,
+        "finished_at": finished,
+        "error": msg.error,
+    }
+    if msg.status == "completed":
+        latest |= {
+            "verdict": msg.verdict,
+            "findings": [
+                f.model_dump(mode="json") for f in sorted(msg.findings, key=lambda f: (f.id, f.package))
+            ],
+            "counts": msg.counts.model_dump(mode="json"),
+            "kev_hits": msg.kev_hits,
+            "evaluated_at": finished,
+            "evaluated_job_id": msg.job_id,
+            "traces": [t.model_dump(mode="json") for t in msg.traces],
+            "traces_omitted": msg.traces_omitted,
+        }
+    if msg.simulation is not None:
+        return [replace(job, set={**job.set, "simulation": msg.simulation.model_dump(mode="json")})]
+    image = DocUpdate(IMAGES, image_id(msg.tenant, msg.image_digest), pos.source, pos.offset, set=latest)
+    return [job, image]
 
 
 # ---------------------------------------------------------------- strategies
@@ -315,3 +394,148 @@ def test_decode_plan_chooses_models_as_the_linear_scan_did(topic: str) -> None:
     every = {schema_id_of(m) for name in TOPICS for m in models_for(name)} | {"x@1", ""}
     for found in every:
         assert plan.by_schema.get(found) is next((m for m in models if schema_id_of(m) == found), None)
+
+
+# ---------------------------------------------------------------- job results: one dump, sliced
+
+instants = st.datetimes(
+    min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(UTC)
+)
+severities = st.sampled_from(["critical", "high", "medium", "low", "none", "unknown"])
+words = st.sampled_from(["a", "b", "CVE-1", "npm/x", "x.y", ""])
+findings = st.builds(
+    Finding,
+    id=words,  # few ids and packages: equal sort keys keep their order (a stable sort)
+    package=words,
+    version=st.none() | words,
+    severity=severities,
+    kev=st.booleans(),
+    aliases=st.lists(words, max_size=2),
+)
+range_events = st.builds(RangeEvent, introduced=st.none() | words, fixed=st.none() | words)
+traces = st.builds(
+    FindingTrace,
+    id=words,
+    aliases=st.lists(words, max_size=2),
+    modified=instants,
+    package=words,
+    purl=words,
+    version=st.none() | words,
+    severity=severities,
+    kev=st.booleans(),
+    outcome=st.sampled_from(["reported", "suppressed"]),
+    range=st.builds(
+        RangeTrace,
+        package=words,
+        ecosystem=words,
+        kind=st.sampled_from(["versions", "ECOSYSTEM", "SEMVER", "matcher"]),
+        written=st.lists(range_events, max_size=2),
+        fixed=st.none() | words,
+    ),
+    vex=st.lists(
+        st.builds(
+            VexConsidered,
+            document_id=words,
+            statement_id=words,
+            status=st.sampled_from(["not_affected", "affected", "fixed", "under_investigation"]),
+            timestamp=instants,
+            format=words,
+            product=words,
+            outcome=st.sampled_from(["won", "overridden"]),
+            why=words,
+        ),
+        max_size=2,
+    ),
+    policy=st.builds(
+        PolicyTrace,
+        rule=st.sampled_from(["allow_ids", "fail_on_kev", "severity_threshold", "vex"]),
+        effect=st.sampled_from(["fail", "pass"]),
+        detail=words,
+    ),
+)
+job_results = st.builds(
+    JobResult,
+    job_id=words,
+    run_id=words,
+    tenant=words,
+    image_digest=words,
+    priority=st.sampled_from(["emergency", "high", "normal", "background"]),
+    status=st.sampled_from(["completed", "failed", "skipped"]),
+    finished_at=instants,
+    attempts=st.lists(
+        st.builds(
+            Attempt,
+            attempt=st.integers(1, 5),
+            at=instants,
+            outcome=st.sampled_from(["ok", "transient", "permanent", "timeout"]),
+            error=words,
+            retry_after_s=st.none() | st.integers(0, 60),
+        ),
+        max_size=3,
+    ),
+    findings=st.lists(findings, max_size=6),
+    verdict=st.sampled_from(["pass", "fail", "unknown"]),
+    previous_verdict=st.sampled_from(["pass", "fail", "unknown"]),
+    delta=st.builds(
+        FindingsDelta,
+        status=st.sampled_from(["changed", "no_change"]),
+        added=st.lists(findings, max_size=2),
+        removed=st.lists(findings, max_size=2),
+        changed=st.lists(
+            st.builds(FindingChange, id=words, package=words, before=severities, after=severities), max_size=2
+        ),
+    ),
+    counts=st.builds(SeverityCounts, critical=st.integers(0, 9), high=st.integers(0, 9)),
+    kev_hits=st.integers(0, 9),
+    inputs=st.builds(
+        JobInputs,
+        advisories=st.lists(st.builds(AdvisoryInput, id=words, modified=instants), max_size=2),
+        vex=st.lists(words, max_size=2),
+        policy_revision=st.none() | st.integers(0, 9),
+        simulation=st.none()
+        | st.builds(
+            SimulationInputs, simulation_id=words, rules=st.builds(PolicyRules, allow_ids=st.lists(words))
+        ),
+    ),
+    error=words,
+    sla_breached=st.booleans(),
+    traces=st.lists(traces, max_size=3),
+    traces_omitted=st.integers(0, 3),
+    simulation=st.none()
+    | st.builds(
+        SimulationImage,
+        image_digest=words,
+        live_verdict=st.sampled_from(["pass", "fail", "unknown"]),
+        simulated_verdict=st.sampled_from(["pass", "fail", "unknown"]),
+        newly_failing=st.lists(words, max_size=2),
+        job_status=st.none() | st.sampled_from(["completed", "failed", "skipped"]),
+    ),
+)
+
+
+def _shared_containers(updates: list[DocUpdate]) -> set[int]:
+    """Ids of the containers that more than one update, or two fields of one, hold."""
+    seen: dict[int, int] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict | list):
+            seen[id(node)] = seen.get(id(node), 0) + 1
+            for child in node.values() if isinstance(node, dict) else node:
+                walk(child)
+
+    for update in updates:
+        for part in (update.set, update.set_on_insert, update.max, update.min):
+            for value in part.values():
+                walk(value)
+    return {key for key, count in seen.items() if count > 1}
+
+
+@settings(max_examples=300)
+@given(job_results, st.integers(0, 10**6))
+def test_fold_result_is_the_dump_per_field(msg: JobResult, offset: int) -> None:
+    pos = Position("job-results", 2, offset)
+    mine = _fold_result(msg, pos)
+    theirs = _ref_fold_result(msg, pos)
+    assert mine == theirs
+    assert repr(mine) == repr(theirs)  # same key order too: documents are compared as bytes
+    assert not _shared_containers(mine)
