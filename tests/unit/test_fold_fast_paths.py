@@ -32,6 +32,7 @@ from projections.fold import (
     image_id,
     source_key,
 )
+from projections.store import MemoryStore, Projector
 from schemas.canonical import CanonicalError, format_time
 from schemas.codec import _plan, models_for
 from schemas.messages import (
@@ -54,6 +55,7 @@ from schemas.messages import (
     _to_utc,
     schema_id_of,
 )
+from tests.unit.test_projection_fold import W, deliveries, event_specs, positioned
 
 # ---------------------------------------------------------------- the oracles
 
@@ -549,3 +551,36 @@ def test_fold_result_is_the_dump_per_field(msg: JobResult, offset: int) -> None:
     assert mine == theirs
     assert repr(mine) == repr(theirs)  # same key order too: documents are compared as bytes
     assert not _shared_containers(mine)
+
+
+# ---------------------------------------------------------------- a store that takes the fold's values
+
+
+def _containers(node: Any, into: dict[int, int]) -> None:
+    if isinstance(node, dict | list):
+        into[id(node)] = into.get(id(node), 0) + 1
+        for child in node.values() if isinstance(node, dict) else node:
+            _containers(child, into)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), specs=event_specs, batch=st.integers(1, 7), results=st.lists(job_results, max_size=3))
+def test_a_store_taking_the_folds_values_ends_as_the_copying_one(
+    data: st.DataObject, specs: list[Any], batch: int, results: list[JobResult]
+) -> None:
+    """Any delivery, redeliveries included, through the projector: the same documents as with copies, and
+    no container held twice (by two documents, or twice by one), so changing one document changes no other."""
+    log = positioned(specs) + [(r, Position("job-results", 9, i)) for i, r in enumerate(results)]
+    delivered = data.draw(deliveries(log))
+    taking, copying = MemoryStore(take_updates=True), MemoryStore()
+    for store in (taking, copying):
+        projector = Projector(store, "g", window_seconds=W)
+        for start in range(0, len(delivered), batch):
+            projector.process(delivered[start : start + batch])
+    assert taking.state == copying.state
+    assert repr(taking.state) == repr(copying.state)
+    held: dict[int, int] = {}
+    for docs in taking.state.values():
+        for doc in docs.values():
+            _containers(doc, held)
+    assert all(count == 1 for count in held.values())
