@@ -219,7 +219,7 @@ async def rebuild(
 
             store = MongoStore(client, settings.mongo_db, target)
             # Fold in memory with the live projector's fold, then bulk-load the result (load_memory).
-            memory = MemoryStore()
+            memory = MemoryStore(take_updates=True)  # fed by the projector alone
             projector = Projector(memory, projector_group(settings), window_seconds=settings.window_seconds)
             consumer.assign(parts)
             await consumer.seek_to_beginning(*parts)

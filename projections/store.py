@@ -156,9 +156,13 @@ def page_of(
 class MemoryStore:
     """The same semantics as ``MongoStore``, in a dict: the unit-test and contract-test twin."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, take_updates: bool = False) -> None:
+        """``take_updates``: documents keep the values of the updates applied instead of copies, for a
+        store fed only by a ``Projector`` (each update folded for it alone: ``fold`` shares no container
+        between updates). The rebuild's; a caller that applies an update twice, or keeps it, needs copies."""
         self.state: State = {name: {} for name in COLLECTIONS}
         self.checkpoints: dict[str, Checkpoint] = {}
+        self._take = take_updates
 
     def ensure_indexes(self) -> None:
         return None
@@ -166,7 +170,7 @@ class MemoryStore:
     def apply_documents(self, updates: Sequence[DocUpdate]) -> None:
         for update in updates:
             docs = self.state.setdefault(update.collection, {})
-            docs[update.doc_id] = apply_in_place(docs.get(update.doc_id), update)
+            docs[update.doc_id] = apply_in_place(docs.get(update.doc_id), update, take=self._take)
 
     def write_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
         for cp in checkpoints:
