@@ -1,10 +1,12 @@
 """Reads from the broker whether the pipeline upstream of `impacts` has drained (streams.windows.idle_flush).
 
-Three cheap requests per snapshot: the app's committed offsets (OffsetFetch to the group coordinator), then
+A few cheap requests per snapshot: the app's committed offsets (OffsetFetch to the group coordinator), then
 the end offsets (ListOffsets) of the upstream topics and of `impacts`, then the last few records of each
 `impacts` partition (where its trailing ticks start). In that order: a record written between the first two
-shows as lag. Snapshots are taken only when a tick asks for one that the cached snapshot
-cannot answer, at most one at a time.
+shows as lag. When a `catalog-updates` partition lags by a few records, those are read too: if they are all
+completed jobs' ReportSeen, which cannot lead to an impact (streams.windows.INERT_SCHEMAS), it does not lag.
+Snapshots are taken only when a tick asks for one that the cached snapshot cannot answer, at most one at a
+time.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -19,7 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from agents.settings import Settings
 from schemas.messages import Tick, schema_id_of
-from streams.windows import Quiescence, lagging_partitions
+from streams.windows import Quiescence, cannot_cause_impact, lagging_partitions
 
 log = logging.getLogger("stella.quiescence")
 
@@ -40,6 +43,9 @@ UPSTREAM_OF_IMPACTS = (
 # Records read from the end of each `impacts` partition per snapshot to find where its trailing ticks start:
 # a few ticks arrive while one is handled (one per partition every idle_flush / 4 s, agents/tenant_stage.py).
 TAIL = 32
+# At most this many uncommitted `catalog-updates` records are read to see whether they are all inert (a
+# longer lag is a backlog: it lags).
+INERT_PEEK = 64
 TICK_SCHEMA = schema_id_of(Tick)
 TIMEOUT_SECONDS = 10.0  # a snapshot that takes longer answers "not quiescent": the next tick asks again
 
@@ -97,34 +103,55 @@ class UpstreamProbe:
             (tp.topic, tp.partition): end for tp, end in ends.items() if tp.topic != impacts_topic
         }
         impacts_end = {tp.partition: end for tp, end in ends.items() if tp.topic == impacts_topic}
-        ticks_from = await self._tick_tails(impacts_end)
-        return Quiescence(lagging_partitions(committed, upstream_ends), impacts_end, ticks_from)
+        ticks = await self._tails(
+            {
+                tp: (max(0, impacts_end[tp.partition] - TAIL), impacts_end[tp.partition])
+                for tp in self._impacts
+            },
+            is_tick,
+        )
+        ticks_from = {tp.partition: offset for tp, offset in ticks.items()}
+        # Uncommitted records of catalog-updates are often only completed jobs' ReportSeen (see INERT_SCHEMAS).
+        catalog = self.settings.topic("catalog-updates")
+        lag = {
+            TopicPartition(t, p): (max(committed.get((t, p)) or 0, 0), end)
+            for (t, p), end in upstream_ends.items()
+            if t == catalog and 0 < end - max(committed.get((t, p)) or 0, 0) <= INERT_PEEK
+        }
+        inert = await self._tails(lag, lambda _key, value: cannot_cause_impact(_schema(value)))
+        inert_from = {(tp.topic, tp.partition): offset for tp, offset in inert.items()}
+        return Quiescence(lagging_partitions(committed, upstream_ends, inert_from), impacts_end, ticks_from)
 
-    async def _tick_tails(self, impacts_end: dict[int, int]) -> dict[int, int]:
-        """Per `impacts` partition, the offset after its last non-tick record among the last `TAIL` records
-        before `impacts_end` (or the first of them when all are ticks): from there on it holds only ticks.
-        Ticks keep arriving while a tick is handled; without this a tick followed by a newer one could
-        never flush (streams.windows, idle flush gate)."""
+    async def _tails(
+        self,
+        ranges: dict[TopicPartition, tuple[int, int]],
+        matches: Callable[[bytes | None, bytes | None], bool],
+    ) -> dict[TopicPartition, int]:
+        """Per partition, the offset after its last record in [start, end) that does not match (or start when
+        all match): from there to the end it holds only matching records. For `impacts`, ticks: they keep
+        arriving while a tick is handled, and without this a tick followed by a newer one could never flush
+        (streams.windows, idle flush gate)."""
         consumer = self._consumer
         assert consumer is not None
-        parts = [tp for tp in self._impacts if impacts_end.get(tp.partition, 0) > 0]
-        start = {tp: max(0, impacts_end[tp.partition] - TAIL) for tp in parts}
+        parts = [tp for tp, (start, end) in ranges.items() if end > start]
+        if not parts:
+            return {}
         consumer.assign(parts)
         for tp in parts:
-            consumer.seek(tp, start[tp])
-        after_impact: dict[int, int] = {}
+            consumer.seek(tp, ranges[tp][0])
+        after: dict[TopicPartition, int] = {}
         pending = set(parts)
         while pending:
             batch = await consumer.getmany(*pending, timeout_ms=1000)
             for tp, records in batch.items():
-                end = impacts_end[tp.partition]
+                end = ranges[tp][1]
                 for record in records:
-                    if record.offset < end and not is_tick(record.key, record.value):
-                        after_impact[tp.partition] = record.offset + 1
+                    if record.offset < end and not matches(record.key, record.value):
+                        after[tp] = record.offset + 1
             for tp in list(pending):
-                if await consumer.position(tp) >= impacts_end[tp.partition]:
+                if await consumer.position(tp) >= ranges[tp][1]:
                     pending.discard(tp)
-        return {tp.partition: after_impact.get(tp.partition, start[tp]) for tp in parts}
+        return {tp: after.get(tp, ranges[tp][0]) for tp in parts}
 
     async def close(self) -> None:
         admin, consumer = self._admin, self._consumer
@@ -135,12 +162,17 @@ class UpstreamProbe:
             await admin.close()
 
 
-def is_tick(key: bytes | None, value: bytes | None) -> bool:
-    """A tick of the tenant stage (key ``tick``, schema ``scheduler.tick@1``), not an impact."""
-    if key != b"tick" or value is None:
-        return False
+def _schema(value: bytes | None) -> object:
+    """The record's `schema` field, or None when it is not a JSON object."""
+    if value is None:
+        return None
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError:
-        return False
-    return isinstance(doc, dict) and doc.get("schema") == TICK_SCHEMA
+        return None
+    return doc.get("schema") if isinstance(doc, dict) else None
+
+
+def is_tick(key: bytes | None, value: bytes | None) -> bool:
+    """A tick of the tenant stage (key ``tick``, schema ``scheduler.tick@1``), not an impact."""
+    return key == b"tick" and _schema(value) == TICK_SCHEMA

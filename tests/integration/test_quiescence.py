@@ -9,9 +9,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from agents.quiescence import UpstreamProbe
 from agents.settings import Settings
 from schemas.codec import encode
-from schemas.messages import Tick
+from schemas.messages import ReportSeen, Tick
 from streams.windows import FlushDecision, idle_flush
 from tests.integration.kit import create_topics, produce
+from tests.integration.pipeline_kit import inventories
 
 
 async def test_a_record_not_yet_committed_is_lag_and_its_commit_drains_it(
@@ -93,3 +94,28 @@ async def _produce_to(bootstrap: str, topic: str, partition: int, items: list[tu
             await producer.send_and_wait(topic, value, key=key, partition=partition)
     finally:
         await producer.stop()
+
+
+async def test_uncommitted_report_seen_records_are_no_lag_but_an_inventory_among_them_is(
+    kafka_bootstrap: str, prefix: str
+) -> None:
+    """Completed jobs' ReportSeen on `catalog-updates` cannot lead to an impact: lag made only of them does not
+    hold an idle flush, while any other record before the end still does."""
+    await create_topics(kafka_bootstrap, prefix, partitions=1)
+    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=prefix, partitions=1)
+    probe = UpstreamProbe(settings, f"{prefix}app")
+    at = datetime(2026, 1, 5, 12, tzinfo=UTC)
+    seen = encode(ReportSeen(tenant="acme", image_digest="sha256:" + "a" * 64, at=at))
+    try:
+        await produce(kafka_bootstrap, f"{prefix}catalog-updates", [(b"acme", seen)] * 3)
+        only_reports = await probe.refresh(min_interval=0)
+        assert only_reports is not None
+        assert only_reports.lagging == ()
+
+        inventory = encode(inventories()[0])
+        await produce(kafka_bootstrap, f"{prefix}catalog-updates", [(b"acme", inventory), (b"acme", seen)])
+        with_inventory = await probe.refresh(min_interval=0)
+        assert with_inventory is not None
+        assert with_inventory.lagging == ((f"{prefix}catalog-updates", 0),)
+    finally:
+        await probe.close()

@@ -5,7 +5,14 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.windows import FlushDecision, Quiescence, covers, idle_flush, lagging_partitions
+from streams.windows import (
+    FlushDecision,
+    Quiescence,
+    cannot_cause_impact,
+    covers,
+    idle_flush,
+    lagging_partitions,
+)
 
 TP = st.tuples(st.sampled_from(["inventory", "vex", "index-updates"]), st.integers(0, 5))
 offsets = st.integers(0, 1000)
@@ -30,6 +37,29 @@ def test_a_partition_lags_exactly_when_its_end_is_past_what_was_committed(
         done = committed.get(tp)
         assert (tp in lagging) == (end > (done if done is not None and done > 0 else 0))
     assert set(lagging) <= set(ends)
+
+
+@given(
+    st.dictionaries(TP, st.one_of(st.none(), st.integers(-1, 1000))),
+    st.dictionaries(TP, offsets),
+    st.dictionaries(TP, offsets),
+)
+def test_a_partition_whose_uncommitted_records_are_all_inert_does_not_lag(
+    committed: dict[tuple[str, int], int | None],
+    ends: dict[tuple[str, int], int],
+    inert_from: dict[tuple[str, int], int],
+) -> None:
+    lagging = lagging_partitions(committed, ends, inert_from)
+    for tp, end in ends.items():
+        done = max(committed.get(tp) or 0, 0)
+        assert (tp in lagging) == (end > done and inert_from.get(tp, end) > done)
+    assert set(lagging) <= set(lagging_partitions(committed, ends))  # never more lag than without it
+
+
+def test_only_a_completed_job_s_report_is_inert() -> None:
+    assert cannot_cause_impact("scheduler.report-seen@1")
+    for schema in ("scheduler.inventory@1", "scheduler.runtime-event@1", "scheduler.image-removed@1", None):
+        assert not cannot_cause_impact(schema)
 
 
 def test_never_committed_empty_partitions_do_not_lag_but_filled_ones_do() -> None:
