@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -19,26 +18,13 @@ from agents.executors import Ok
 from agents.job_stage import Runner
 from agents.shell import Output
 from schemas.codec import encode
-from schemas.messages import JobCommand, JobInputs
+from schemas.messages import JobCommand
 from streams.fairness import Caps
 from streams.job_queue import Entry
 from streams.retry import RetryPolicy
+from tests.unit.test_job_order import job
 
-T0 = datetime(2026, 1, 5, 12, tzinfo=UTC)
-JOB = JobCommand(
-    schema="scheduler.job-command@1",
-    job_id="j1",
-    run_id="r1",
-    tenant="acme",
-    image_digest="sha256:" + "a" * 64,
-    kind="reevaluate",
-    priority="normal",
-    window_start=T0,
-    window_end=T0 + timedelta(minutes=1),
-    deadline=T0 + timedelta(days=1),
-    reasons=[],
-    inputs=JobInputs(),
-)
+JOB = job(1, "a", 0)
 
 
 class Pipe:
@@ -98,7 +84,7 @@ def test_start_acked_while_executing_and_before_the_result(monkeypatch: pytest.M
     started = "scheduler.job-started@1"
     assert broker.log.count(("send", started)) == 1
     # The executor ran before the start was acked (overlap), and the outcome was sent only after.
-    assert broker.log.index(("execute", "j1")) < broker.log.index(("acked", started))
+    assert broker.log.index(("execute", JOB.job_id)) < broker.log.index(("acked", started))
     result_sent = next(i for i, (what, names) in enumerate(broker.log) if what == "send" and names != started)
     assert broker.log.index(("acked", started)) < result_sent
     assert "scheduler.job-result@1" in broker.log[result_sent][1]
