@@ -22,7 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from agents.settings import Settings
 from schemas.messages import Tick, schema_id_of
-from streams.windows import Quiescence, cannot_cause_impact, lagging_partitions
+from streams.windows import Quiescence, cannot_cause_impact, committed_offset, lagging_partitions
 
 log = logging.getLogger("stella.quiescence")
 
@@ -113,10 +113,11 @@ class UpstreamProbe:
         ticks_from = {tp.partition: offset for tp, offset in ticks.items()}
         # Uncommitted records of catalog-updates are often only completed jobs' ReportSeen (see INERT_SCHEMAS).
         catalog = self.settings.topic("catalog-updates")
+        starts = {tp: committed_offset(committed, tp) for tp in upstream_ends if tp[0] == catalog}
         lag = {
-            TopicPartition(t, p): (max(committed.get((t, p)) or 0, 0), end)
-            for (t, p), end in upstream_ends.items()
-            if t == catalog and 0 < end - max(committed.get((t, p)) or 0, 0) <= INERT_PEEK
+            TopicPartition(*tp): (start, upstream_ends[tp])
+            for tp, start in starts.items()
+            if 0 < upstream_ends[tp] - start <= INERT_PEEK
         }
         inert = await self._tails(lag, lambda _key, value: cannot_cause_impact(_schema(value)))
         inert_from = {(tp.topic, tp.partition): offset for tp, offset in inert.items()}

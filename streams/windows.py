@@ -499,13 +499,18 @@ def lagging_partitions(
     (None or Kafka's -1) counts as 0: an empty partition never committed is drained. `inert_from` names,
     per partition, an offset from which it holds only records that cannot lead to an impact up to its end
     (`cannot_cause_impact`): a partition whose uncommitted records all lie past it does not lag."""
+    inert = inert_from or {}
     lagging = []
     for tp, end in ends.items():
-        done = committed.get(tp)
-        done = max(done if done is not None else 0, 0)
-        if end > done and (inert_from or {}).get(tp, end) > done:
+        done = committed_offset(committed, tp)
+        if end > done and inert.get(tp, end) > done:
             lagging.append(tp)
     return tuple(sorted(lagging))
+
+
+def committed_offset(committed: Mapping[tuple[str, int], int | None], tp: tuple[str, int]) -> int:
+    """Where a partition's committed offset stands: none (None, or Kafka's -1) is 0."""
+    return max(committed.get(tp) or 0, 0)
 
 
 # Records of a topic upstream of `impacts` that the tenant stage folds without any impact: a completed job's
