@@ -12,14 +12,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import faust
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 from faust.transport.producer import ProducerBuffer
 from pydantic import BaseModel
 
-from agents import observe, rewind, shell, stalls
+from agents import observe, rewind, shell, stalls, take
 from agents.settings import Settings
 from agents.shell import Output, as_current, end_batch, open_batch, publish, withhold_acks
 from agents.topology import TABLES
@@ -154,8 +154,8 @@ class Pipeline:
                 stalls.clear(agent)
             return
         within = max(self.settings.batch_wait_ms, 1) / 1000
-        # take_events: on faust's Stream, not on its StreamT protocol
-        batches = cast("faust.Stream[Any]", stream).take_events(self.settings.batch_max, within=within)
+        # Not faust's own take_events, which polls every `within` seconds while idle (agents/take.py).
+        batches = take.tracked(stream, self.settings.batch_max, within)
         async for events in batches:
             await self._until_done(agent, events, partial(self._batch, agent, handle, events, flush))
             stalls.clear(agent)

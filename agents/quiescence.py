@@ -92,6 +92,8 @@ class UpstreamProbe:
                 bootstrap_servers=self.settings.kafka_bootstrap,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
+                # A snapshot's reads wait behind the fetch in flight (one per broker: agents/fetch_wait.py).
+                fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
             )
             await consumer.start()
             self._consumer = consumer
@@ -152,6 +154,9 @@ class UpstreamProbe:
             for tp in list(pending):
                 if await consumer.position(tp) >= ranges[tp][1]:
                     pending.discard(tp)
+        # Unassigned, the consumer fetches nothing until the next snapshot: no fetch left waiting at the end
+        # of these partitions for the next snapshot's reads to queue behind.
+        consumer.assign([])
         return {tp: after.get(tp, ranges[tp][0]) for tp in parts}
 
     async def close(self) -> None:

@@ -84,7 +84,8 @@ class Settings:
     retry_max_attempts: int = 5
     log_level: str = "INFO"
     # The fold stages handle a fetched batch of up to `batch_max` records per ack wait; a batch closes
-    # early when no record arrived for `batch_wait_ms` (the latency it may add at low rates).
+    # `batch_wait_ms` after its first record when it has not filled (the latency it may add at low
+    # rates; an idle agent sleeps: agents/take.py).
     batch_max: int = 500
     batch_wait_ms: int = 5
     # How long the broker may hold a fetch open when no data is there (faust's fixed value is 1,500 ms,

@@ -82,6 +82,17 @@ async def test_ticks_after_the_last_impact_are_told_apart_from_impacts(
         assert snapshot.ticks_from == {0: 2, 1: 0}
         assert idle_flush(5, 3, 300, snapshot, 0, 2) is FlushDecision.FLUSH
         assert idle_flush(5, 3, 300, snapshot, 0, 0) is FlushDecision.WAIT  # the impact at 1 follows it
+        # Between snapshots the probe's consumer holds no partition: no fetch of its waits at the end of
+        # `impacts` for the next snapshot's reads to queue behind. The next snapshot reads as before.
+        assert probe._consumer is not None
+        assert probe._consumer.assignment() == set()
+        await _produce_to(
+            kafka_bootstrap, impacts, 1, [(b"tick", b'{"schema": "scheduler.impact@1"}'), tick(1)]
+        )
+        again = await probe.refresh(min_interval=0)
+        assert again is not None
+        assert again.impacts_end == {0: 4, 1: 4}
+        assert again.ticks_from == {0: 2, 1: 3}
     finally:
         await probe.close()
 

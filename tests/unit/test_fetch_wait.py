@@ -8,8 +8,10 @@ from pathlib import Path
 
 from aiokafka.consumer import fetcher
 from faust.transport.drivers import aiokafka as driver
+from hypothesis import given
+from hypothesis import strategies as st
 
-from agents.fetch_wait import PromptFetchThread, thread_class
+from agents.fetch_wait import PromptFetchThread, changelog_pauses, thread_class
 from agents.pipeline import Pipeline
 from agents.settings import Settings
 
@@ -44,3 +46,37 @@ async def test_the_worker_consumer_gets_the_setting(tmp_path: Path) -> None:
     finally:
         await consumer.stop()
         thread.thread_loop.close()  # the thread never ran: nothing else closes the loop it made
+
+
+def test_faust_pauses_only_by_filtering_what_it_returns() -> None:
+    # The premise of `changelog_pauses`: faust's pause never reaches aiokafka, which goes on fetching.
+    from faust.transport.consumer import Consumer
+
+    source = inspect.getsource(Consumer.pause_partitions)
+    assert "difference_update" in source
+    assert ".pause(" not in source
+    assert "active_partitions" in inspect.getsource(driver.AIOKafkaConsumerThread._fetch_records)
+
+
+_TP = st.tuples(
+    st.sampled_from(["app-windows-changelog", "app-index-changelog", "impacts", "jobs"]), st.integers(0, 3)
+)
+
+
+@given(assigned=st.sets(_TP), paused_pick=st.sets(_TP), active_pick=st.sets(_TP))
+def test_changelog_pauses_follow_what_faust_reads(
+    assigned: set[tuple[str, int]], paused_pick: set[tuple[str, int]], active_pick: set[tuple[str, int]]
+) -> None:
+    changelogs = {"app-windows-changelog", "app-index-changelog"}
+    paused, active = paused_pick & assigned, active_pick & assigned
+    pause, resume = changelog_pauses(assigned, paused, active, changelogs)
+    after = (paused | set(pause)) - set(resume)
+    for tp in assigned:
+        if tp[0] in changelogs:
+            assert (tp in after) == (tp not in active)  # fetched exactly when faust reads it
+        else:
+            assert (tp in after) == (tp in paused)  # stream partitions are faust's business
+    assert not set(pause) & paused
+    assert set(resume) <= paused
+    assert pause == sorted(pause)
+    assert resume == sorted(resume)
