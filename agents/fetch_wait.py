@@ -70,7 +70,7 @@ def changelog_pauses(
     faust "pauses" a partition only by leaving it out of the set its fetched records are returned for
     (faust/transport/consumer.py `pause_partitions`); aiokafka goes on fetching every assigned partition it
     has not paused itself. After recovery that is every active table's changelog: each empty one rode in
-    every fetch request (an idle one-worker app asked for 235 partitions 10 times a second, 102 of them
+    every fetch request (an idle one-worker app asked for 235 partitions about 12 times a second, 102 of them
     changelogs: half a core), and the first records a worker writes to one were fetched back and kept in
     aiokafka's buffer, never returned, until the next seek. Recovery seeks a changelog partition before
     it reads it (faust/tables/recovery.py `_seek_offsets`), so nothing fetched while paused is missed."""
