@@ -75,15 +75,10 @@ def changelog_pauses(
     aiokafka's buffer, never returned, until the next seek. Recovery seeks a changelog partition before
     it reads it (faust/tables/recovery.py `_seek_offsets`), so nothing fetched while paused is missed."""
     pause = sorted(
-        (tp for tp in assigned if tp[0] in changelog_topics and tp not in active and tp not in paused),
-        key=_order,
+        tp for tp in assigned if tp[0] in changelog_topics and tp not in active and tp not in paused
     )
-    resume = sorted((tp for tp in paused if tp[0] in changelog_topics and tp in active), key=_order)
+    resume = sorted(tp for tp in paused if tp[0] in changelog_topics and tp in active)
     return pause, resume
-
-
-def _order(tp: tuple[str, int]) -> tuple[str, int]:
-    return tp[0], tp[1]
 
 
 def thread_class(fetch_max_wait_ms: int) -> type[PromptFetchThread]:
